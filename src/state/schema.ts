@@ -1,0 +1,57 @@
+/**
+ * Schema migrations, applied in order inside one transaction each. A migration is never edited once
+ * released: add a new one. `user_version` records how far a database has come.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: pools, devices, quarantined device ids.
+  `
+  CREATE TABLE pools (
+    name            TEXT PRIMARY KEY,
+    dm_name         TEXT NOT NULL,
+    source          TEXT NOT NULL,          -- JSON of the pool source the pool was opened from
+    owns_txid       INTEGER NOT NULL,       -- 1: the engine advances the kernel transaction id
+    transaction_id  INTEGER NOT NULL,       -- last transaction id the engine committed to the kernel
+    block_bytes     INTEGER NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+  ) STRICT;
+
+  CREATE TABLE devices (
+    name          TEXT PRIMARY KEY,
+    pool          TEXT NOT NULL REFERENCES pools(name),
+    device_id     INTEGER NOT NULL CHECK (device_id >= 0 AND device_id < 16777216),
+    kind          TEXT NOT NULL CHECK (kind IN ('volume', 'snapshot')),
+    size_bytes    INTEGER NOT NULL CHECK (size_bytes > 0),
+    parent        TEXT,                    -- device it was snapshotted from (may since be deleted)
+    state         TEXT NOT NULL,
+    pending       TEXT,                    -- JSON: the operation in flight (intent), NULL when settled
+    last_error    TEXT,
+    request_name  TEXT,                    -- the caller's idempotency key (CSI name)
+    attributes    TEXT NOT NULL DEFAULT '{}', -- opaque JSON owned by the caller
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    UNIQUE (pool, device_id),
+    UNIQUE (kind, request_name)
+  ) STRICT;
+  CREATE INDEX devices_by_parent ON devices(parent);
+
+  CREATE TABLE quarantined_ids (
+    pool       TEXT NOT NULL REFERENCES pools(name),
+    device_id  INTEGER NOT NULL,
+    reason     TEXT NOT NULL,
+    since      TEXT NOT NULL,
+    PRIMARY KEY (pool, device_id)
+  ) STRICT;
+  `,
+  // 2: node-side records: where a volume is staged and published, with the arguments used.
+  `
+  CREATE TABLE node_paths (
+    volume      TEXT NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('stage', 'publish')),
+    path        TEXT NOT NULL,
+    args        TEXT NOT NULL,             -- JSON of the request arguments that must match on retry
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (volume, role, path)
+  ) STRICT;
+  `,
+];

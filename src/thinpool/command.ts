@@ -1,0 +1,83 @@
+import { execa } from "execa";
+import { CommandError, errnoFromMessage } from "./errors.js";
+
+export interface CommandResult {
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  timeoutMs?: number;
+  /** Extra environment for this call (merged over the runner's base environment). */
+  env?: Record<string, string>;
+}
+
+/**
+ * The seam between the engine and the host: every device-mapper and block-device command goes
+ * through one runner, so unit tests can inject faults (EBUSY, a failing resume) that the kernel
+ * will not produce on demand, and so the number of processes spawned per call can be counted.
+ */
+export interface CommandRunner {
+  /** Runs `file` with an argument array (never through a shell). Throws CommandError on failure. */
+  run(file: string, args: readonly string[], options?: RunOptions): Promise<CommandResult>;
+}
+
+export interface ExecaRunnerOptions {
+  defaultTimeoutMs?: number;
+  env?: Record<string, string>;
+}
+
+/** Default environment: libdevmapper must not wait for udev cookies nobody will release. */
+export const DEFAULT_COMMAND_ENV: Readonly<Record<string, string>> = {
+  DM_DISABLE_UDEV: "1",
+  LC_ALL: "C",
+};
+
+export class ExecaRunner implements CommandRunner {
+  private readonly defaultTimeoutMs: number;
+  private readonly env: Record<string, string>;
+  /** Processes spawned so far: the benchmark reports it per CSI call. */
+  spawned = 0;
+
+  constructor(options: ExecaRunnerOptions = {}) {
+    this.defaultTimeoutMs = options.defaultTimeoutMs ?? 30_000;
+    this.env = { ...DEFAULT_COMMAND_ENV, ...options.env };
+  }
+
+  async run(file: string, args: readonly string[], options: RunOptions = {}): Promise<CommandResult> {
+    this.spawned++;
+    const result = await execa(file, args, {
+      reject: false,
+      timeout: options.timeoutMs ?? this.defaultTimeoutMs,
+      env: { ...this.env, ...options.env },
+      stdin: "ignore",
+      stripFinalNewline: true,
+    });
+    if (result.failed) {
+      const stderr = String(result.stderr ?? "").trim();
+      const spawnCode = (result.cause as NodeJS.ErrnoException | undefined)?.code;
+      if (spawnCode === "ENOENT") {
+        throw new CommandError(file, args, null, "ENOENT", `${file} is not installed (not found on PATH)`);
+      }
+      const message = trimDmNoise(stderr || (result.cause instanceof Error ? result.cause.message : ""));
+      throw new CommandError(
+        file,
+        args,
+        result.exitCode ?? null,
+        result.timedOut ? "ETIMEDOUT" : errnoFromMessage(stderr || message),
+        message,
+        result.timedOut,
+      );
+    }
+    return { stdout: String(result.stdout ?? ""), stderr: String(result.stderr ?? "") };
+  }
+}
+
+/** dmsetup appends "Command failed." and udev chatter to every error; keep the informative lines. */
+export function trimDmNoise(stderr: string): string {
+  return stderr
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line && line !== "Command failed." && !/^Udev cookie|^Bypassing udev/i.test(line))
+    .join("; ");
+}

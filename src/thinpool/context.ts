@@ -1,0 +1,76 @@
+import type { StateStore } from "../state/store.js";
+import type { DeviceRecord } from "../state/types.js";
+import type { CommandRunner } from "./command.js";
+import type { Dmsetup } from "./dmsetup.js";
+import type { AssembledPool } from "./pool-source.js";
+import { asEngineError, isErrno } from "./errors.js";
+import { SECTOR_BYTES } from "./status.js";
+
+/** Structured logger: the subset of pino the engine uses, so the engine does not depend on pino. */
+export interface EngineLogger {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+/** Hooks for metrics; every one optional. */
+export interface EngineObserver {
+  onSuspend?(device: string, frozenMs: number): void;
+  onReconcile?(report: ReconcileReport): void;
+}
+
+export interface ReconcileReport {
+  checked: number;
+  reactivated: number;
+  resumed: number;
+  rolledForward: number;
+  rolledBack: number;
+  deactivated: number;
+  quarantined: number;
+  faulty: number;
+  durationMs: number;
+}
+
+export interface PoolRuntime extends AssembledPool {
+  /** The kernel's transaction id as last read or set by the engine. */
+  kernelTxid: bigint;
+}
+
+/** What the engine's parts share. */
+export interface EngineContext {
+  store: StateStore;
+  runner: CommandRunner;
+  dm: Dmsetup;
+  logger: EngineLogger;
+  /** Prefix of every dm device name the engine creates, e.g. "tpcsi". */
+  prefix: string;
+  pools: Map<string, PoolRuntime>;
+}
+
+export function dmNameOf(ctx: Pick<EngineContext, "prefix">, deviceName: string): string {
+  return `${ctx.prefix}-${deviceName}`;
+}
+
+export function devicePathOf(ctx: Pick<EngineContext, "prefix">, deviceName: string): string {
+  return `/dev/mapper/${dmNameOf(ctx, deviceName)}`;
+}
+
+/** The thin target line for a device; the pool is named by major:minor so no /dev node is needed. */
+export function thinTableOf(pool: PoolRuntime, device: Pick<DeviceRecord, "sizeBytes" | "deviceId">): string {
+  return `0 ${device.sizeBytes / SECTOR_BYTES} thin ${pool.devno} ${device.deviceId}`;
+}
+
+export function dmUuidOf(deviceName: string): string {
+  return `THINPOOL-CSI-${deviceName}`;
+}
+
+/** `delete <id>`; ENODATA means the id is already gone, which is what we want. */
+export async function deleteThinId(
+  ctx: Pick<EngineContext, "dm">, pool: PoolRuntime, deviceId: number): Promise<void> {
+  try {
+    await ctx.dm.message(pool.dmName, `delete ${deviceId}`);
+  } catch (err) {
+    if (!isErrno(err, "ENODATA")) throw asEngineError(err, `deleting thin id ${deviceId}`);
+  }
+}
+

@@ -1,0 +1,158 @@
+import type { CommandRunner } from "./command.js";
+import { CommandError, isErrno } from "./errors.js";
+import { retry } from "./retry.js";
+import { parseDmInfo, parseNamedLines, type DmInfo } from "./status.js";
+
+export interface DmsetupOptions {
+  binary?: string;
+  /** Per-call timeout; a hung ioctl must not hang the driver forever. */
+  timeoutMs?: number;
+  /** How long suspend and resume keep retrying on EBUSY/EINVAL before giving up. */
+  suspendDeadlineMs?: number;
+  resumeDeadlineMs?: number;
+  /** How long remove keeps retrying on EBUSY before falling back to deferred removal. */
+  removeDeadlineMs?: number;
+  onWarning?: (message: string, err: unknown) => void;
+}
+
+/**
+ * The one place that runs dmsetup. Argument arrays only. Callers get typed CommandErrors whose errno
+ * says what the kernel answered (ENXIO: no such device, ENODATA: no such thin id, EEXIST, EBUSY...).
+ */
+export class Dmsetup {
+  private readonly binary: string;
+  private readonly timeoutMs: number;
+  private readonly suspendDeadlineMs: number;
+  private readonly resumeDeadlineMs: number;
+  private readonly removeDeadlineMs: number;
+  private readonly onWarning: (message: string, err: unknown) => void;
+
+  constructor(
+    private readonly runner: CommandRunner,
+    options: DmsetupOptions = {},
+  ) {
+    this.binary = options.binary ?? "dmsetup";
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.suspendDeadlineMs = options.suspendDeadlineMs ?? 10_000;
+    this.resumeDeadlineMs = options.resumeDeadlineMs ?? 120_000;
+    this.removeDeadlineMs = options.removeDeadlineMs ?? 5_000;
+    this.onWarning = options.onWarning ?? (() => undefined);
+  }
+
+  private async dm(args: string[]): Promise<string> {
+    const { stdout } = await this.runner.run(this.binary, args, { timeoutMs: this.timeoutMs });
+    return stdout;
+  }
+
+  async create(name: string, table: string, uuid?: string): Promise<void> {
+    await this.dm(["create", name, ...(uuid ? ["--uuid", uuid] : []), "--table", table]);
+  }
+
+  async reload(name: string, table: string): Promise<void> {
+    await this.dm(["reload", name, "--table", table]);
+  }
+
+  /** Sends a target message, e.g. `create_thin 7` to a pool. */
+  async message(name: string, message: string): Promise<void> {
+    await this.dm(["message", name, "0", message]);
+  }
+
+  /**
+   * Suspends with retries on EBUSY/EINVAL (the kernel answers those while another table swap or a
+   * flush is still in progress). The default lockfs behaviour is kept on purpose: it freezes a mounted
+   * filesystem so a snapshot taken while suspended is filesystem-consistent.
+   */
+  async suspend(name: string): Promise<void> {
+    await retry(() => this.dm(["suspend", name]), {
+      deadlineMs: this.suspendDeadlineMs,
+      initialDelayMs: 20,
+      maxDelayMs: 1000,
+      retryable: (err) => isErrno(err, "EBUSY", "EINVAL"),
+      onRetry: (err, attempt) => this.onWarning(`suspend ${name} failed (attempt ${attempt}), retrying`, err),
+    });
+  }
+
+  /**
+   * Resumes, retrying every failure except "no such device" until the deadline: a device left
+   * suspended freezes every write of the workload on it, so giving up early is never the safe choice.
+   */
+  async resume(name: string): Promise<void> {
+    await retry(() => this.dm(["resume", name]), {
+      deadlineMs: this.resumeDeadlineMs,
+      initialDelayMs: 20,
+      maxDelayMs: 2000,
+      retryable: (err) => !isErrno(err, "ENXIO"),
+      onRetry: (err, attempt) =>
+        this.onWarning(`RESUME OF ${name} FAILED (attempt ${attempt}); its I/O is frozen until it succeeds`, err),
+    });
+  }
+
+  /**
+   * Removes a device, retrying while it is busy (udev-less systems still see short-lived openers such
+   * as blkid). Returns "deferred" when it stayed busy and the kernel was asked to remove it on last close.
+   * A device that does not exist counts as removed.
+   */
+  async remove(name: string, options: { deferredIfBusy: boolean }): Promise<"removed" | "deferred"> {
+    try {
+      await retry(() => this.dm(["remove", name]), {
+        deadlineMs: this.removeDeadlineMs,
+        initialDelayMs: 20,
+        maxDelayMs: 500,
+        retryable: (err) => isErrno(err, "EBUSY"),
+      });
+      return "removed";
+    } catch (err) {
+      if (isErrno(err, "ENXIO")) return "removed";
+      if (options.deferredIfBusy && isErrno(err, "EBUSY")) {
+        await this.dm(["remove", "--deferred", name]);
+        return "deferred";
+      }
+      throw err;
+    }
+  }
+
+  /** Cancels a pending deferred removal (the device is wanted again). */
+  async cancelDeferredRemove(name: string): Promise<void> {
+    await this.message(name, "@cancel_deferred_remove");
+  }
+
+  /** Info for one device, or undefined when it does not exist. */
+  async info(name: string): Promise<DmInfo | undefined> {
+    try {
+      return parseDmInfo(await this.dm(["info", name]))[0];
+    } catch (err) {
+      if (isErrno(err, "ENXIO")) return undefined;
+      throw err;
+    }
+  }
+
+  /** Info for every dm device on the host, in one process. */
+  async infoAll(): Promise<DmInfo[]> {
+    return parseDmInfo(await this.dm(["info"]));
+  }
+
+  async status(name: string): Promise<string> {
+    return (await this.dm(["status", name])).trim();
+  }
+
+  async table(name: string): Promise<string> {
+    return (await this.dm(["table", name])).trim();
+  }
+
+  /** Tables of every dm device, keyed by name (one process for the whole host). */
+  async tableAll(): Promise<Map<string, string>> {
+    return parseNamedLines(await this.dm(["table"]));
+  }
+
+  /** Statuses of every device using the given target type, keyed by name. */
+  async statusAll(target: string): Promise<Map<string, string>> {
+    return parseNamedLines(await this.dm(["status", "--target", target]));
+  }
+
+  /** Creates missing /dev/mapper nodes (needed when udev is bypassed and a node went missing). */
+  async mknodes(name?: string): Promise<void> {
+    await this.dm(["mknodes", ...(name ? [name] : [])]);
+  }
+}
+
+export { CommandError };

@@ -1,0 +1,602 @@
+import { access } from "node:fs/promises";
+import { StateStore } from "../state/store.js";
+import { DeviceState, type DeviceKind, type DeviceRecord } from "../state/types.js";
+import { crashPoint } from "../util/crash-point.js";
+import { KeyedMutex } from "../util/keyed-mutex.js";
+import { computeUsage, DEFAULT_CAPACITY_POLICY, refusalReason, type CapacityPolicy, type PoolUsage } from "./capacity.js";
+import { ExecaRunner, type CommandRunner } from "./command.js";
+import {
+  deleteThinId,
+  devicePathOf,
+  dmNameOf,
+  dmUuidOf,
+  thinTableOf,
+  type EngineContext,
+  type EngineLogger,
+  type EngineObserver,
+  type PoolRuntime,
+  type ReconcileReport,
+} from "./context.js";
+import { Dmsetup, type DmsetupOptions } from "./dmsetup.js";
+import { asEngineError, describe, EngineError, isErrno } from "./errors.js";
+import { assemblePool, type PoolSpec } from "./pool-source.js";
+import { reconcile } from "./reconcile.js";
+import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type PoolStatus } from "./status.js";
+
+export interface EngineOptions {
+  store: StateStore;
+  pools: PoolSpec[];
+  logger: EngineLogger;
+  runner?: CommandRunner;
+  dmsetup?: DmsetupOptions;
+  capacity?: CapacityPolicy;
+  /** Prefix of dm device names, so the engine's devices are recognisable on the host. */
+  prefix?: string;
+  observer?: EngineObserver;
+  /** How long a cached pool status may be used for capacity checks. */
+  statusTtlMs?: number;
+}
+
+export interface CreateVolumeSpec {
+  name: string;
+  pool?: string;
+  sizeBytes: number;
+  requestName?: string;
+  attributes?: Record<string, unknown>;
+}
+
+export interface CreateSnapshotSpec {
+  name: string;
+  /** The device to snapshot (a volume for CreateSnapshot and clone, a snapshot for restore). */
+  source: string;
+  /** "snapshot" for CSI snapshots; "volume" for a restore or clone, which is a writable volume. */
+  kind: DeviceKind;
+  /** Defaults to the source's size; may be larger (the filesystem is grown at stage). */
+  sizeBytes?: number;
+  requestName?: string;
+  attributes?: Record<string, unknown>;
+}
+
+export interface DeviceCondition {
+  abnormal: boolean;
+  message: string;
+}
+
+const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+/** EEXIST on create means the id is held by a device the store does not know; try this many others. */
+const MAX_ID_COLLISIONS = 32;
+
+/**
+ * The thin-pool engine: creates, snapshots, activates, grows, deactivates and deletes thin devices,
+ * with every kernel operation bracketed by persisted state (intent before, outcome after), so that a
+ * crash at any point is repaired by `reconcile` at the next start.
+ *
+ * Locking: operations on one device are serialised by a per-device lock; operations that message the
+ * pool (create, snapshot, delete, capacity-checked grow) are serialised per pool. Locks are always taken
+ * device(s) first, pool last, in sorted order, so they cannot deadlock. Reads never take a lock.
+ */
+export class ThinPoolEngine {
+  private readonly ctx: EngineContext;
+  private readonly locks = new KeyedMutex();
+  private readonly policy: CapacityPolicy;
+  private readonly observer: EngineObserver;
+  private readonly statusTtlMs: number;
+  private readonly statusCache = new Map<string, { at: number; status: PoolStatus }>();
+  private readyState: { ready: boolean; reason?: string } = { ready: false, reason: "start-up reconciliation has not finished" };
+  lastReconcile: ReconcileReport | undefined;
+
+  private constructor(ctx: EngineContext, options: EngineOptions) {
+    this.ctx = ctx;
+    this.policy = options.capacity ?? DEFAULT_CAPACITY_POLICY;
+    this.observer = options.observer ?? {};
+    this.statusTtlMs = options.statusTtlMs ?? 1000;
+  }
+
+  /** Assembles every pool, records it, reconciles the store with the kernel, and only then is ready. */
+  static async open(options: EngineOptions): Promise<ThinPoolEngine> {
+    const runner = options.runner ?? new ExecaRunner();
+    const logger = options.logger;
+    const dm = new Dmsetup(runner, {
+      ...options.dmsetup,
+      onWarning: (message, err) => logger.warn({ err: describe(err) }, message),
+    });
+    const ctx: EngineContext = { store: options.store, runner, dm, logger, prefix: options.prefix ?? "tpcsi", pools: new Map() };
+    if (options.pools.length === 0) throw new EngineError("InvalidArgument", "no pool configured");
+    for (const spec of options.pools) {
+      const known = options.store.provisioned(spec.name).count;
+      const assembled = await assemblePool(spec, { runner, dmsetup: dm, knownDeviceCount: known });
+      const status = parsePoolStatus(await dm.status(assembled.dmName));
+      ctx.pools.set(spec.name, { ...assembled, kernelTxid: status.transactionId });
+      options.store.upsertPool({
+        name: spec.name,
+        dmName: assembled.dmName,
+        source: { ...spec.source },
+        ownsTransactionId: assembled.ownsTransactionId,
+        blockBytes: assembled.blockBytes,
+        transactionId: Number(status.transactionId),
+      });
+      for (const note of assembled.notes) logger.info({ pool: spec.name }, note);
+    }
+    const engine = new ThinPoolEngine(ctx, options);
+    const report = await reconcile(ctx);
+    engine.lastReconcile = report;
+    engine.observer.onReconcile?.(report);
+    engine.readyState = { ready: true };
+    return engine;
+  }
+
+  // ---------------------------------------------------------------- reads (no locks)
+
+  get poolNames(): string[] {
+    return [...this.ctx.pools.keys()];
+  }
+
+  get defaultPool(): string {
+    return this.poolNames[0] as string;
+  }
+
+  getDevice(name: string): DeviceRecord | undefined {
+    return this.ctx.store.getDevice(name);
+  }
+
+  findByRequestName(kind: DeviceKind, requestName: string): DeviceRecord | undefined {
+    return this.ctx.store.findDeviceByRequestName(kind, requestName);
+  }
+
+  listDevices(query: Parameters<StateStore["listDevices"]>[0] = {}): DeviceRecord[] {
+    return this.ctx.store.listDevices(query);
+  }
+
+  devicePath(name: string): string {
+    return devicePathOf(this.ctx, name);
+  }
+
+  blockBytes(pool: string): number {
+    return this.pool(pool).blockBytes;
+  }
+
+  /** Rounds a size up to a whole number of pool blocks (at least one block). */
+  roundSize(pool: string, bytes: number): number {
+    const block = this.blockBytes(pool);
+    return Math.max(block, Math.ceil(bytes / block) * block);
+  }
+
+  async poolStatus(pool: string, fresh = false): Promise<PoolStatus> {
+    const cached = this.statusCache.get(pool);
+    if (!fresh && cached && Date.now() - cached.at < this.statusTtlMs) return cached.status;
+    const status = parsePoolStatus(await this.ctx.dm.status(this.pool(pool).dmName));
+    this.statusCache.set(pool, { at: Date.now(), status });
+    return status;
+  }
+
+  async poolUsage(pool: string, fresh = false): Promise<PoolUsage> {
+    const status = await this.poolStatus(pool, fresh);
+    return computeUsage(status, this.blockBytes(pool), this.ctx.store.provisioned(pool).bytes, this.policy);
+  }
+
+  get capacityPolicy(): CapacityPolicy {
+    return this.policy;
+  }
+
+  /** Ready once reconciliation is done and while every pool answers and is healthy. */
+  async readiness(): Promise<{ ready: boolean; reason?: string }> {
+    if (!this.readyState.ready) return this.readyState;
+    for (const pool of this.poolNames) {
+      try {
+        const status = await this.poolStatus(pool);
+        if (!status.healthy || status.needsCheck) return { ready: false, reason: `pool ${pool} has failed or needs a metadata check` };
+      } catch (err) {
+        return { ready: false, reason: `pool ${pool} cannot be read: ${describe(err)}` };
+      }
+    }
+    return { ready: true };
+  }
+
+  /** Health of a device for CSI VolumeCondition: missing, faulty, inactive when it should be active, pool trouble. */
+  async deviceCondition(name: string): Promise<DeviceCondition> {
+    const device = this.ctx.store.getDevice(name);
+    if (!device) return { abnormal: true, message: `device ${name} is not in the state store` };
+    if (device.state === DeviceState.Faulty) return { abnormal: true, message: `device is faulty: ${device.lastError ?? "unknown reason"}` };
+    const status = await this.poolStatus(device.pool).catch((err: unknown) => new Error(describe(err)));
+    if (status instanceof Error) return { abnormal: true, message: `pool ${device.pool} cannot be read: ${status.message}` };
+    if (!status.healthy || status.needsCheck) return { abnormal: true, message: `pool ${device.pool} has failed or needs a metadata check` };
+    if (status.mode === "ro") return { abnormal: true, message: `pool ${device.pool} is read-only (metadata trouble)` };
+    if (status.mode === "out_of_data_space") return { abnormal: true, message: `pool ${device.pool} is out of data space: writes fail` };
+    if (device.state === DeviceState.Active) {
+      const info = await this.ctx.dm.info(dmNameOf(this.ctx, name));
+      if (!info) return { abnormal: true, message: "device should be active but has no device-mapper device" };
+      if (info.suspended) return { abnormal: true, message: "device is suspended: I/O is frozen" };
+    }
+    return { abnormal: false, message: "healthy" };
+  }
+
+  // ---------------------------------------------------------------- create
+
+  async createVolume(spec: CreateVolumeSpec): Promise<DeviceRecord> {
+    validateName(spec.name);
+    const poolName = spec.pool ?? this.defaultPool;
+    const pool = this.pool(poolName);
+    const sizeBytes = this.checkedSize(poolName, spec.sizeBytes);
+    return this.locks.runExclusiveMany([devKey(spec.name), poolKey(poolName)], async () => {
+      this.refuseExisting(spec.name);
+      await this.checkCapacity(poolName, sizeBytes);
+      const intent = this.recordCreateIntent(pool, {
+        name: spec.name,
+        kind: "volume",
+        sizeBytes,
+        parent: null,
+        requestName: spec.requestName ?? null,
+        attributes: spec.attributes ?? {},
+      });
+      crashPoint("create.intent-committed");
+      try {
+        await this.sendCreate(pool, intent, (id) => `create_thin ${id}`);
+      } catch (err) {
+        this.ctx.store.deleteDevice(spec.name);
+        throw asEngineError(err, `creating thin device ${spec.name}`);
+      }
+      crashPoint("create.kernel-created");
+      return this.finishCreate(pool, spec.name);
+    });
+  }
+
+  /**
+   * A thin snapshot of `source`. An active origin is suspended around create_snap (the kernel requires it
+   * to avoid corruption, and the suspend freezes its filesystem so the snapshot is consistent) and always
+   * resumed, however create_snap ended. The result is kept inactive.
+   */
+  async createSnapshot(spec: CreateSnapshotSpec): Promise<DeviceRecord> {
+    validateName(spec.name);
+    const source = this.ctx.store.getDevice(spec.source);
+    if (!source) throw new EngineError("NotFound", `source device ${spec.source} does not exist`);
+    const pool = this.pool(source.pool);
+    return this.locks.runExclusiveMany([devKey(spec.name), devKey(spec.source), poolKey(pool.name)], async () => {
+      this.refuseExisting(spec.name);
+      const origin = this.ctx.store.getDevice(spec.source);
+      if (!origin) throw new EngineError("NotFound", `source device ${spec.source} does not exist`);
+      if (origin.state !== DeviceState.Active && origin.state !== DeviceState.Inactive) {
+        throw new EngineError(origin.state === DeviceState.Faulty ? "Faulty" : "Busy", `source device ${spec.source} is ${origin.state}`);
+      }
+      const sizeBytes = spec.sizeBytes === undefined ? origin.sizeBytes : this.checkedSize(pool.name, spec.sizeBytes);
+      if (sizeBytes < origin.sizeBytes) {
+        throw new EngineError("OutOfRange", `requested ${sizeBytes} bytes is smaller than the source's ${origin.sizeBytes} bytes`);
+      }
+      await this.checkCapacity(pool.name, sizeBytes);
+      const intent = this.recordCreateIntent(pool, {
+        name: spec.name,
+        kind: spec.kind,
+        sizeBytes,
+        parent: origin.name,
+        requestName: spec.requestName ?? null,
+        attributes: spec.attributes ?? {},
+      });
+      crashPoint("snapshot.intent-committed");
+
+      const originDm = dmNameOf(this.ctx, origin.name);
+      const live = await this.ctx.dm.info(originDm);
+      let failure: unknown;
+      if (live) {
+        try {
+          await this.ctx.dm.suspend(originDm);
+        } catch (err) {
+          this.ctx.store.deleteDevice(spec.name);
+          await this.ensureResumed(origin.name);
+          throw asEngineError(err, `suspending origin ${origin.name}`);
+        }
+      }
+      const frozenAt = Date.now();
+      try {
+        crashPoint("snapshot.origin-suspended");
+        await this.sendCreate(pool, intent, (id) => `create_snap ${id} ${origin.deviceId}`);
+        crashPoint("snapshot.kernel-created");
+      } catch (err) {
+        failure = err;
+      } finally {
+        if (live) {
+          await this.ensureResumed(origin.name);
+          this.observer.onSuspend?.(origin.name, Date.now() - frozenAt);
+        }
+      }
+      crashPoint("snapshot.origin-resumed");
+      if (failure !== undefined) {
+        this.ctx.store.deleteDevice(spec.name);
+        throw asEngineError(failure, `snapshotting ${origin.name}`);
+      }
+      return this.finishCreate(pool, spec.name);
+    });
+  }
+
+  private refuseExisting(name: string): void {
+    const existing = this.ctx.store.getDevice(name);
+    if (existing) throw new EngineError("AlreadyExists", `device ${name} already exists (state ${existing.state})`);
+  }
+
+  private checkedSize(pool: string, bytes: number): number {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new EngineError("InvalidArgument", `size must be a positive whole number of bytes, got ${bytes}`);
+    return this.roundSize(pool, bytes);
+  }
+
+  private async checkCapacity(pool: string, requestBytes: number): Promise<void> {
+    const usage = await this.poolUsage(pool);
+    const reason = refusalReason(usage, requestBytes, this.policy);
+    if (reason) throw new EngineError("NoSpace", `pool ${pool}: ${reason}`);
+  }
+
+  /** Commits the intent: a Creating row holding the lowest free device id and the transaction id to come. */
+  private recordCreateIntent(
+    pool: PoolRuntime,
+    device: Pick<DeviceRecord, "name" | "kind" | "sizeBytes" | "parent" | "requestName" | "attributes">,
+  ): DeviceRecord {
+    const store = this.ctx.store;
+    return store.transaction(() => {
+      const deviceId = store.lowestFreeDeviceId(pool.name);
+      if (deviceId === undefined) throw new EngineError("NoSpace", `pool ${pool.name}: all 2^24 thin device ids are in use`);
+      if (device.requestName !== null && store.findDeviceByRequestName(device.kind, device.requestName)) {
+        throw new EngineError("AlreadyExists", `a ${device.kind} named ${device.requestName} already exists`);
+      }
+      return store.insertDevice({
+        ...device,
+        pool: pool.name,
+        deviceId,
+        state: DeviceState.Creating,
+        pending: { op: "create", txid: Number(pool.kernelTxid + 1n) },
+      });
+    });
+  }
+
+  /**
+   * Sends create_thin/create_snap. EEXIST means a device the store does not know holds the id: record the
+   * id as quarantined (never reused silently) and take the next free one.
+   */
+  private async sendCreate(pool: PoolRuntime, intent: DeviceRecord, message: (id: number) => string): Promise<void> {
+    let deviceId = intent.deviceId;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.ctx.dm.message(pool.dmName, message(deviceId));
+        return;
+      } catch (err) {
+        if (!isErrno(err, "EEXIST") || attempt >= MAX_ID_COLLISIONS) throw err;
+        const store = this.ctx.store;
+        const collided = deviceId;
+        deviceId = store.transaction(() => {
+          store.quarantineId(pool.name, collided, "the pool already holds this id but the store has no device for it");
+          const next = store.lowestFreeDeviceId(pool.name);
+          if (next === undefined) throw new EngineError("NoSpace", `pool ${pool.name}: no free thin device id left`);
+          store.updateDevice(intent.name, { deviceId: next });
+          return next;
+        });
+        this.ctx.logger.warn({ pool: pool.name, deviceId: collided, next: deviceId }, "thin device id already taken in the pool; quarantined it");
+      }
+    }
+  }
+
+  /** Advances the pool's transaction id (when the engine owns it) and commits the created device. */
+  private async finishCreate(pool: PoolRuntime, name: string): Promise<DeviceRecord> {
+    const advanced = await this.advanceTransactionId(pool);
+    crashPoint("create.txid-advanced");
+    return this.ctx.store.transaction(() => {
+      if (advanced) this.ctx.store.setPoolTransactionId(pool.name, Number(pool.kernelTxid));
+      return this.ctx.store.updateDevice(name, { state: DeviceState.Inactive, pending: null, lastError: null });
+    });
+  }
+
+  /**
+   * set_transaction_id old new. A failure is not fatal (the device exists and is recorded); the id then
+   * simply stays, and start-up treats the next intent against the id the kernel really has.
+   */
+  private async advanceTransactionId(pool: PoolRuntime): Promise<boolean> {
+    if (!pool.ownsTransactionId) return false;
+    const next = pool.kernelTxid + 1n;
+    try {
+      await this.ctx.dm.message(pool.dmName, `set_transaction_id ${pool.kernelTxid} ${next}`);
+      pool.kernelTxid = next;
+      return true;
+    } catch (err) {
+      this.ctx.logger.warn({ pool: pool.name, err: describe(err) }, "set_transaction_id failed; re-reading the pool's id");
+      pool.kernelTxid = parsePoolStatus(await this.ctx.dm.status(pool.dmName)).transactionId;
+      return false;
+    }
+  }
+
+  // ---------------------------------------------------------------- activate / deactivate
+
+  /** Makes the dm device exist (idempotent) and returns its path. Cancels a pending deferred removal. */
+  async activate(name: string): Promise<string> {
+    return this.locks.runExclusive(devKey(name), async () => {
+      const device = this.requireDevice(name);
+      if (device.state === DeviceState.Faulty) throw new EngineError("Faulty", `device ${name} is faulty: ${device.lastError ?? ""}`);
+      if (device.state === DeviceState.Creating || device.state === DeviceState.Deleting) {
+        throw new EngineError("Busy", `device ${name} is ${device.state}`);
+      }
+      const pool = this.pool(device.pool);
+      const dmName = dmNameOf(this.ctx, name);
+      const live = await this.ctx.dm.info(dmName);
+      if (live) {
+        if (live.deferredRemove) await this.ctx.dm.cancelDeferredRemove(dmName);
+        await this.verifyLiveTable(device, pool);
+      } else {
+        this.ctx.store.updateDevice(name, { state: DeviceState.Activating });
+        crashPoint("activate.intent-committed");
+        try {
+          await this.ctx.dm.create(dmName, thinTableOf(pool, device), dmUuidOf(name));
+        } catch (err) {
+          this.ctx.store.updateDevice(name, { state: DeviceState.Inactive, lastError: describe(err) });
+          throw asEngineError(err, `activating ${name}`);
+        }
+        crashPoint("activate.kernel-created");
+      }
+      await this.ensureDeviceNode(dmName);
+      this.ctx.store.updateDevice(name, { state: DeviceState.Active, lastError: null });
+      return devicePathOf(this.ctx, name);
+    });
+  }
+
+  /** Removes the dm device (the thin device stays in the pool). Deferred when still busy. */
+  async deactivate(name: string): Promise<"removed" | "deferred"> {
+    return this.locks.runExclusive(devKey(name), async () => {
+      const device = this.ctx.store.getDevice(name);
+      if (!device) return "removed";
+      const dmName = dmNameOf(this.ctx, name);
+      this.ctx.store.updateDevice(name, { state: DeviceState.Deactivating });
+      crashPoint("deactivate.intent-committed");
+      const result = await this.ctx.dm.remove(dmName, { deferredIfBusy: true }).catch((err: unknown) => {
+        this.ctx.store.updateDevice(name, { state: DeviceState.Active, lastError: describe(err) });
+        throw asEngineError(err, `deactivating ${name}`);
+      });
+      this.ctx.store.updateDevice(name, { state: DeviceState.Inactive });
+      return result;
+    });
+  }
+
+  private async verifyLiveTable(device: DeviceRecord, pool: PoolRuntime): Promise<void> {
+    const table = parseThinTable(await this.ctx.dm.table(dmNameOf(this.ctx, device.name)));
+    if (table.deviceId !== device.deviceId || table.poolDevice !== pool.devno) {
+      throw new EngineError(
+        "Faulty",
+        `dm device ${dmNameOf(this.ctx, device.name)} maps thin id ${table.deviceId} of ${table.poolDevice}, ` +
+          `but the store records id ${device.deviceId} of ${pool.devno}`,
+      );
+    }
+    if (table.lengthSectors * SECTOR_BYTES < device.sizeBytes) await this.reloadSize(device, pool);
+  }
+
+  /** Without udev nobody else creates /dev/mapper nodes; make sure the node is there. */
+  private async ensureDeviceNode(dmName: string): Promise<void> {
+    const path = `/dev/mapper/${dmName}`;
+    if (await access(path).then(() => true, () => false)) return;
+    await this.ctx.dm.mknodes(dmName);
+  }
+
+  // ---------------------------------------------------------------- grow
+
+  /** Grows a device (never shrinks). An active device gets a longer table and is resumed. */
+  async resize(name: string, requestedBytes: number): Promise<DeviceRecord> {
+    const device = this.requireDevice(name);
+    return this.locks.runExclusiveMany([devKey(name), poolKey(device.pool)], async () => {
+      const current = this.requireDevice(name);
+      const sizeBytes = this.checkedSize(current.pool, requestedBytes);
+      if (sizeBytes < current.sizeBytes) {
+        throw new EngineError("OutOfRange", `cannot shrink ${name} from ${current.sizeBytes} to ${sizeBytes} bytes`);
+      }
+      if (sizeBytes === current.sizeBytes) return current;
+      if (current.state !== DeviceState.Active && current.state !== DeviceState.Inactive) {
+        throw new EngineError(current.state === DeviceState.Faulty ? "Faulty" : "Busy", `device ${name} is ${current.state}`);
+      }
+      await this.checkCapacity(current.pool, sizeBytes - current.sizeBytes);
+      const pool = this.pool(current.pool);
+      const live = await this.ctx.dm.info(dmNameOf(this.ctx, name));
+      const fromState = live ? DeviceState.Active : DeviceState.Inactive;
+      this.ctx.store.updateDevice(name, { state: DeviceState.Resizing, pending: { op: "resize", sizeBytes, fromState } });
+      crashPoint("resize.intent-committed");
+      if (live) await this.reloadSize({ ...current, sizeBytes }, pool);
+      crashPoint("resize.table-reloaded");
+      return this.ctx.store.updateDevice(name, { state: fromState, sizeBytes, pending: null });
+    });
+  }
+
+  private async reloadSize(device: Pick<DeviceRecord, "name" | "sizeBytes" | "deviceId">, pool: PoolRuntime): Promise<void> {
+    const dmName = dmNameOf(this.ctx, device.name);
+    await this.ctx.dm.reload(dmName, thinTableOf(pool, device));
+    await this.ctx.dm.resume(dmName);
+  }
+
+  // ---------------------------------------------------------------- delete
+
+  /**
+   * Deletes a device from the pool. Idempotent: an unknown name is already deleted. Refused while the
+   * dm device is open. With `discard`, the device's blocks are discarded first so the space returns to
+   * the layer under the pool (loop files, SSDs).
+   */
+  async deleteDevice(name: string, options: { discard?: boolean } = {}): Promise<void> {
+    const device = this.ctx.store.getDevice(name);
+    if (!device) return;
+    await this.locks.runExclusiveMany([devKey(name), poolKey(device.pool)], async () => {
+      const current = this.ctx.store.getDevice(name);
+      if (!current) return;
+      const pool = this.pool(current.pool);
+      const dmName = dmNameOf(this.ctx, name);
+      const live = await this.ctx.dm.info(dmName);
+      if (live && live.openCount > 0) {
+        throw new EngineError("Busy", `device ${name} is in use (open count ${live.openCount}); unmount it first`);
+      }
+      const previous = current.state === DeviceState.Deleting ? DeviceState.Inactive : current.state;
+      this.ctx.store.updateDevice(name, {
+        state: DeviceState.Deleting,
+        pending: { op: "delete", txid: Number(pool.kernelTxid + 1n), discard: options.discard ?? false },
+      });
+      crashPoint("delete.intent-committed");
+      try {
+        if (options.discard) await this.discardBlocks(current, pool, Boolean(live));
+        await this.ctx.dm.remove(dmName, { deferredIfBusy: false });
+      } catch (err) {
+        this.ctx.store.updateDevice(name, { state: previous, pending: null, lastError: describe(err) });
+        throw asEngineError(err, `deactivating ${name} for deletion`);
+      }
+      crashPoint("delete.deactivated");
+      await deleteThinId(this.ctx, pool, current.deviceId);
+      crashPoint("delete.kernel-deleted");
+      const advanced = await this.advanceTransactionId(pool);
+      this.ctx.store.transaction(() => {
+        this.ctx.store.deleteDevice(name);
+        if (advanced) this.ctx.store.setPoolTransactionId(pool.name, Number(pool.kernelTxid));
+      });
+    });
+  }
+
+  private async discardBlocks(device: DeviceRecord, pool: PoolRuntime, live: boolean): Promise<void> {
+    const dmName = dmNameOf(this.ctx, device.name);
+    if (!live) await this.ctx.dm.create(dmName, thinTableOf(pool, device), dmUuidOf(device.name));
+    await this.ensureDeviceNode(dmName);
+    try {
+      await this.ctx.runner.run("blkdiscard", [devicePathOf(this.ctx, device.name)], { timeoutMs: 600_000 });
+    } catch (err) {
+      // Discard is an optimisation (space returns to the layer below); the delete itself must go on.
+      this.ctx.logger.warn({ device: device.name, err: describe(err) }, "blkdiscard failed; deleting without discard");
+    }
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  /** Resumes a device until it answers; if it never does, the device is marked faulty and logged loudly. */
+  private async ensureResumed(name: string): Promise<void> {
+    const dmName = dmNameOf(this.ctx, name);
+    try {
+      await this.ctx.dm.resume(dmName);
+    } catch (err) {
+      const message = `origin ${name} could not be resumed and may still be suspended (all its I/O frozen): ${describe(err)}`;
+      this.ctx.logger.error({ device: name, err: describe(err) }, message);
+      this.ctx.store.updateDevice(name, { state: DeviceState.Faulty, lastError: message });
+    }
+  }
+
+  private requireDevice(name: string): DeviceRecord {
+    const device = this.ctx.store.getDevice(name);
+    if (!device) throw new EngineError("NotFound", `device ${name} does not exist`);
+    return device;
+  }
+
+  private pool(name: string): PoolRuntime {
+    const pool = this.ctx.pools.get(name);
+    if (!pool) throw new EngineError("InvalidArgument", `unknown pool '${name}' (configured: ${this.poolNames.join(", ")})`);
+    return pool;
+  }
+
+  /** Whether an operation on this device is running right now (for callers that answer ABORTED). */
+  isBusy(name: string): boolean {
+    return this.locks.isLocked(devKey(name));
+  }
+
+  close(): void {
+    this.ctx.store.close();
+  }
+}
+
+const devKey = (name: string): string => `dev:${name}`;
+const poolKey = (name: string): string => `pool:${name}`;
+
+function validateName(name: string): void {
+  if (!NAME_PATTERN.test(name)) {
+    throw new EngineError("InvalidArgument", `device name '${name}' must be 1-100 characters of [A-Za-z0-9._-]`);
+  }
+}
+

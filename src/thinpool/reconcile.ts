@@ -1,0 +1,239 @@
+import { readFile } from "node:fs/promises";
+import { DeviceState, type DeviceRecord } from "../state/types.js";
+import {
+  deleteThinId,
+  dmNameOf,
+  dmUuidOf,
+  thinTableOf,
+  type EngineContext,
+  type PoolRuntime,
+  type ReconcileReport,
+} from "./context.js";
+import { asEngineError, CommandError, describe } from "./errors.js";
+import { parsePoolStatus, parsePoolTable, parseThinTable, SECTOR_BYTES, type DmInfo } from "./status.js";
+
+/** Devices reactivated at once: dmsetup create does not message the pool, so they can run side by side. */
+const REACTIVATE_CONCURRENCY = 8;
+
+/**
+ * Start-up reconciliation: compares the store with the kernel and repairs what a crash, a reboot or a
+ * power cut left behind. Rules:
+ * - every suspended device of ours is resumed first (a suspended origin freezes its workload);
+ * - an unfinished create is rolled forward when the pool's transaction id shows it completed, else back
+ *   (its device never reached a caller, so it holds no user data);
+ * - an unfinished delete or grow is rolled forward (the caller asked for it);
+ * - a device that should be active is reactivated; snapshots and inactive volumes stay inactive;
+ * - ids in the pool's metadata the store does not know are quarantined, devices the store knows but the
+ *   metadata lacks are marked faulty: nothing that may hold user data is deleted on a guess.
+ */
+export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
+  const started = Date.now();
+  const report: ReconcileReport = {
+    checked: 0,
+    reactivated: 0,
+    resumed: 0,
+    rolledForward: 0,
+    rolledBack: 0,
+    deactivated: 0,
+    quarantined: 0,
+    faulty: 0,
+    durationMs: 0,
+  };
+  const prefix = `${ctx.prefix}-`;
+  const live = new Map<string, DmInfo>();
+  for (const info of await ctx.dm.infoAll()) if (info.name.startsWith(prefix)) live.set(info.name, info);
+
+  for (const info of live.values()) {
+    if (!info.suspended) continue;
+    await ctx.dm.resume(info.name);
+    report.resumed++;
+    ctx.logger.warn({ dm: info.name }, "resumed a device left suspended");
+  }
+
+  for (const pool of ctx.pools.values()) {
+    const kernelTxid = parsePoolStatus(await ctx.dm.status(pool.dmName)).transactionId;
+    pool.kernelTxid = kernelTxid;
+    const devices = ctx.store.listDevices({ pool: pool.name });
+    const toActivate: DeviceRecord[] = [];
+    for (const device of devices) {
+      report.checked++;
+      try {
+        const wantsActive = await settle(ctx, pool, device, live.get(dmNameOf(ctx, device.name)), report);
+        if (wantsActive) toActivate.push(wantsActive);
+      } catch (err) {
+        markFaulty(ctx, device, `start-up repair failed: ${describe(err)}`);
+      }
+    }
+    await forEachLimited(toActivate, REACTIVATE_CONCURRENCY, async (device) => {
+      try {
+        await ctx.dm.create(dmNameOf(ctx, device.name), thinTableOf(pool, device), dmUuidOf(device.name));
+        ctx.store.updateDevice(device.name, { state: DeviceState.Active, lastError: null });
+        report.reactivated++;
+      } catch (err) {
+        markFaulty(ctx, device, `could not be reactivated: ${describe(err)}`);
+      }
+    });
+    await crossCheckMetadata(ctx, pool, report);
+    if (pool.ownsTransactionId) ctx.store.setPoolTransactionId(pool.name, Number(pool.kernelTxid));
+    report.faulty += ctx.store.countByState(pool.name).get(DeviceState.Faulty) ?? 0;
+  }
+
+  const known = new Set(ctx.store.listDevices().map((d) => dmNameOf(ctx, d.name)));
+  for (const name of live.keys()) {
+    if (!known.has(name)) ctx.logger.warn({ dm: name }, "dm device with the driver's prefix is unknown to the store; left alone");
+  }
+  report.durationMs = Date.now() - started;
+  ctx.logger.info({ reconcile: report }, "start-up reconciliation finished");
+  return report;
+}
+
+/**
+ * Brings one row to a settled state. Returns the device when it should be (re)activated, which the
+ * caller does in parallel for speed after a reboot.
+ */
+async function settle(
+  ctx: EngineContext,
+  pool: PoolRuntime,
+  device: DeviceRecord,
+  live: DmInfo | undefined,
+  report: ReconcileReport,
+): Promise<DeviceRecord | undefined> {
+  const dmName = dmNameOf(ctx, device.name);
+  switch (device.state) {
+    case DeviceState.Creating: {
+      const intendedTxid = device.pending && "txid" in device.pending ? BigInt(device.pending.txid) : undefined;
+      if (pool.ownsTransactionId && intendedTxid !== undefined && pool.kernelTxid === intendedTxid) {
+        ctx.store.updateDevice(device.name, { state: DeviceState.Inactive, pending: null });
+        report.rolledForward++;
+        ctx.logger.info({ device: device.name }, "unfinished create had reached the pool; rolled forward");
+      } else {
+        if (live) await ctx.dm.remove(dmName, { deferredIfBusy: false });
+        await deleteThinId(ctx, pool, device.deviceId);
+        ctx.store.deleteDevice(device.name);
+        report.rolledBack++;
+        ctx.logger.info({ device: device.name }, "unfinished create rolled back");
+      }
+      return undefined;
+    }
+    case DeviceState.Deleting: {
+      if (live) await ctx.dm.remove(dmName, { deferredIfBusy: false });
+      await deleteThinId(ctx, pool, device.deviceId);
+      ctx.store.deleteDevice(device.name);
+      report.rolledForward++;
+      ctx.logger.info({ device: device.name }, "unfinished delete rolled forward");
+      return undefined;
+    }
+    case DeviceState.Resizing: {
+      const target = device.pending?.op === "resize" ? device.pending : undefined;
+      if (!target) throw new Error("Resizing without a recorded target size");
+      const grown = { ...device, sizeBytes: Math.max(device.sizeBytes, target.sizeBytes) };
+      if (live) await reloadIfShorter(ctx, pool, grown);
+      const state = live ? DeviceState.Active : target.fromState;
+      const updated = ctx.store.updateDevice(device.name, { state, sizeBytes: grown.sizeBytes, pending: null });
+      report.rolledForward++;
+      return state === DeviceState.Active && !live ? updated : undefined;
+    }
+    case DeviceState.Activating:
+    case DeviceState.Active: {
+      if (!live) return device;
+      if (live.deferredRemove) await ctx.dm.cancelDeferredRemove(dmName);
+      await reloadIfShorter(ctx, pool, device);
+      if (device.state === DeviceState.Activating) ctx.store.updateDevice(device.name, { state: DeviceState.Active });
+      return undefined;
+    }
+    case DeviceState.Deactivating: {
+      if (live) await ctx.dm.remove(dmName, { deferredIfBusy: true });
+      ctx.store.updateDevice(device.name, { state: DeviceState.Inactive });
+      report.deactivated++;
+      return undefined;
+    }
+    case DeviceState.Inactive: {
+      if (!live || live.deferredRemove) return undefined;
+      if (live.openCount > 0) {
+        // Reality wins: something has it open, so it is in use and must stay.
+        ctx.store.updateDevice(device.name, { state: DeviceState.Active });
+        ctx.logger.warn({ device: device.name }, "device recorded inactive is open; recorded as active");
+      } else {
+        await ctx.dm.remove(dmName, { deferredIfBusy: true });
+        report.deactivated++;
+      }
+      return undefined;
+    }
+    case DeviceState.Faulty:
+      return undefined;
+  }
+}
+
+async function reloadIfShorter(ctx: EngineContext, pool: PoolRuntime, device: DeviceRecord): Promise<void> {
+  const dmName = dmNameOf(ctx, device.name);
+  const table = parseThinTable(await ctx.dm.table(dmName));
+  if (table.lengthSectors * SECTOR_BYTES >= device.sizeBytes) return;
+  await ctx.dm.reload(dmName, thinTableOf(pool, device));
+  await ctx.dm.resume(dmName);
+}
+
+function markFaulty(ctx: EngineContext, device: DeviceRecord, reason: string): void {
+  ctx.store.updateDevice(device.name, { state: DeviceState.Faulty, lastError: reason });
+  ctx.logger.error({ device: device.name, reason }, "device marked faulty");
+}
+
+/**
+ * Compares the ids in the pool's metadata (thin_ls on a metadata snapshot, so the live pool is not
+ * disturbed) with the store. Skipped, with a note, when thin_ls is not installed.
+ */
+async function crossCheckMetadata(ctx: EngineContext, pool: PoolRuntime, report: ReconcileReport): Promise<void> {
+  const ids = await listPoolIds(ctx, pool);
+  if (!ids) return;
+  const quarantined = new Set(ctx.store.listQuarantined(pool.name).map((q) => q.deviceId));
+  const byId = new Map(ctx.store.listDevices({ pool: pool.name }).map((d) => [d.deviceId, d]));
+  for (const id of ids) {
+    if (byId.has(id) || quarantined.has(id)) continue;
+    ctx.store.quarantineId(pool.name, id, "found in the pool's metadata but unknown to the store");
+    report.quarantined++;
+    ctx.logger.warn({ pool: pool.name, deviceId: id }, "unknown thin id in the pool quarantined (not deleted)");
+  }
+  for (const [id, device] of byId) {
+    if (ids.has(id) || device.state === DeviceState.Faulty) continue;
+    markFaulty(ctx, device, `thin id ${id} is missing from the pool's metadata`);
+  }
+}
+
+async function listPoolIds(ctx: EngineContext, pool: PoolRuntime): Promise<Set<number> | undefined> {
+  const metaDevno = parsePoolTable(await ctx.dm.table(pool.dmName)).metadataDevice;
+  const metaPath = await devicePathFromDevno(metaDevno);
+  if (!metaPath) return undefined;
+  try {
+    await ctx.dm.message(pool.dmName, "reserve_metadata_snap");
+  } catch {
+    // A snapshot left by a crash: release it and take a fresh one.
+    await ctx.dm.message(pool.dmName, "release_metadata_snap");
+    await ctx.dm.message(pool.dmName, "reserve_metadata_snap");
+  }
+  try {
+    const { stdout } = await ctx.runner.run("thin_ls", ["--metadata-snap", "--no-headers", "--format", "DEV", metaPath]);
+    return new Set(stdout.split("\n").map((l) => l.trim()).filter(Boolean).map(Number));
+  } catch (err) {
+    if (err instanceof CommandError && err.errno === "ENOENT" && err.exitCode === null) {
+      ctx.logger.info({ pool: pool.name }, "thin_ls not installed; skipping the pool metadata cross-check");
+      return undefined;
+    }
+    throw asEngineError(err, "listing thin ids with thin_ls");
+  } finally {
+    await ctx.dm.message(pool.dmName, "release_metadata_snap");
+  }
+}
+
+/** /dev/<name> for a "major:minor", read from sysfs (no udev symlinks needed). */
+async function devicePathFromDevno(devno: string): Promise<string | undefined> {
+  const uevent = await readFile(`/sys/dev/block/${devno}/uevent`, "utf8").catch(() => undefined);
+  const name = uevent && /^DEVNAME=(.+)$/m.exec(uevent)?.[1];
+  return name ? `/dev/${name}` : undefined;
+}
+
+async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++] as T);
+  });
+  await Promise.all(workers);
+}
