@@ -1,0 +1,342 @@
+import assert from "node:assert/strict";
+import { StateStore } from "../../../src/state/store.js";
+import { DeviceState } from "../../../src/state/types.js";
+import { ThinPoolEngine, type EngineOptions } from "../../../src/thinpool/engine.js";
+import { EngineError } from "../../../src/thinpool/errors.js";
+import { FakeKernel, recordingLogger, silentLogger } from "./fake-kernel.js";
+
+const MiB = 1024 * 1024;
+
+async function openEngine(kernel = new FakeKernel(), store = StateStore.open(":memory:"), extra: Partial<EngineOptions> = {}) {
+  const engine = await ThinPoolEngine.open({
+    store,
+    runner: kernel,
+    logger: silentLogger,
+    pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
+    statusTtlMs: 0,
+    dmsetup: { suspendDeadlineMs: 500, resumeDeadlineMs: 500, removeDeadlineMs: 200 },
+    ...extra,
+  });
+  return { engine, kernel, store };
+}
+
+const messages = (kernel: FakeKernel) => kernel.calls.filter((c) => c[1] === "message").map((c) => c[4]);
+
+async function rejectsWith(promise: Promise<unknown>, code: EngineError["code"], pattern?: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof EngineError, `expected EngineError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    if (pattern) assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+describe("ThinPoolEngine (fake kernel)", () => {
+  it("creates a thin device: intent, create_thin, set_transaction_id, outcome", async () => {
+    const { engine, kernel, store } = await openEngine();
+    kernel.calls = [];
+    const device = await engine.createVolume({ name: "v1", sizeBytes: 10 * MiB + 1, requestName: "pvc-1" });
+    assert.equal(device.sizeBytes, 10 * MiB + 64 * 1024, "rounded up to the 64KiB pool block");
+    assert.equal(device.state, DeviceState.Inactive);
+    assert.equal(device.pending, null);
+    assert.deepEqual(messages(kernel), ["create_thin 0", "set_transaction_id 0 1"]);
+    assert.equal(kernel.transactionId, 1n);
+    assert.equal(store.getPool("p")?.transactionId, 1);
+    assert.ok(kernel.thinIds.has(0));
+    assert.equal(engine.findByRequestName("volume", "pvc-1")?.name, "v1");
+  });
+
+  it("refuses a second device with the same name", async () => {
+    const { engine } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await rejectsWith(engine.createVolume({ name: "v1", sizeBytes: MiB }), "AlreadyExists");
+  });
+
+  it("quarantines an id the pool already holds and takes the next", async () => {
+    const kernel = new FakeKernel();
+    const { engine, store } = await openEngine(kernel);
+    kernel.thinIds.add(0); // a device the store does not know
+    const device = await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    assert.equal(device.deviceId, 1);
+    assert.deepEqual(store.listQuarantined("p").map((q) => q.deviceId), [0]);
+    const next = await engine.createVolume({ name: "v2", sizeBytes: MiB });
+    assert.equal(next.deviceId, 2, "a quarantined id is never reused silently");
+  });
+
+  it("leaves no row behind when the kernel refuses a create", async () => {
+    const { engine, kernel, store } = await openEngine();
+    kernel.fail((a) => a.includes("create_thin 0"), "device-mapper: message ioctl on pool0  failed: No space left on device");
+    await rejectsWith(engine.createVolume({ name: "v1", sizeBytes: MiB }), "NoSpace", /create_thin 0/);
+    assert.equal(store.getDevice("v1"), undefined);
+    assert.equal(store.lowestFreeDeviceId("p"), 0);
+  });
+
+  it("refuses past the over-provisioning ratio with the numbers", async () => {
+    const { engine } = await openEngine(new FakeKernel(), StateStore.open(":memory:"), {
+      capacity: { overProvisioningRatio: 2, reservedDataPercent: 10, reservedMetadataPercent: 10 },
+    });
+    // pool: 16384 blocks x 64KiB = 1GiB; ratio 2 => 2GiB.
+    await engine.createVolume({ name: "big", sizeBytes: 1536 * MiB });
+    await rejectsWith(engine.createVolume({ name: "more", sizeBytes: 1024 * MiB }), "NoSpace", /over-provisioning limit.*1\.50GiB of 2GiB.*512MiB left/);
+  });
+
+  it("refuses new devices once free data space is under the reserve", async () => {
+    const kernel = new FakeKernel();
+    const { engine } = await openEngine(kernel);
+    kernel.dataUsedBlocks = 15000; // 91.5% used, reserve 10%
+    await rejectsWith(engine.createVolume({ name: "v", sizeBytes: MiB }), "NoSpace", /free data space .* reserve/);
+    const usage = await engine.poolUsage("p");
+    assert.equal(usage.availableBytes, 0);
+  });
+
+  it("activates idempotently and cancels a pending deferred removal", async () => {
+    const { engine, kernel } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    const path = await engine.activate("v1");
+    assert.equal(path, "/dev/mapper/tpcsi-v1");
+    assert.equal(kernel.devices.get("tpcsi-v1")?.table, `0 2048 thin ${kernel.poolDevno} 0`);
+    const dev = kernel.devices.get("tpcsi-v1");
+    assert.ok(dev);
+    dev.deferredRemove = true;
+    assert.equal(await engine.activate("v1"), path);
+    assert.equal(dev.deferredRemove, false);
+    assert.equal(engine.getDevice("v1")?.state, DeviceState.Active);
+  });
+
+  it("snapshots an active origin: suspend, create_snap, resume, snapshot kept inactive", async () => {
+    const { engine, kernel } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    kernel.calls = [];
+    const snap = await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    const verbs = kernel.calls.filter((c) => ["suspend", "resume", "message"].includes(c[1] ?? "")).map((c) => c.slice(1).join(" "));
+    assert.deepEqual(verbs, ["suspend tpcsi-v1", "message pool0 0 create_snap 1 0", "resume tpcsi-v1", "message pool0 0 set_transaction_id 1 2"]);
+    assert.equal(snap.state, DeviceState.Inactive);
+    assert.equal(snap.parent, "v1");
+    assert.equal(kernel.devices.has("tpcsi-s1"), false);
+    assert.equal(kernel.devices.get("tpcsi-v1")?.suspended, false);
+  });
+
+  it("does not suspend an inactive origin", async () => {
+    const { engine, kernel } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    kernel.calls = [];
+    await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    assert.equal(kernel.calls.some((c) => c[1] === "suspend"), false);
+  });
+
+  it("retries a suspend answered with EBUSY", async () => {
+    const { engine, kernel } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    kernel.fail((a) => a[1] === "suspend", "device-mapper: suspend ioctl on tpcsi-v1  failed: Device or resource busy", 2);
+    await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    assert.equal(kernel.calls.filter((c) => c[1] === "suspend").length, 3);
+  });
+
+  it("always resumes the origin when create_snap fails, and leaves no half-record", async () => {
+    const { engine, kernel, store } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    kernel.fail((a) => a.some((x) => x.startsWith("create_snap")), "device-mapper: message ioctl on pool0  failed: No space left on device");
+    await rejectsWith(engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" }), "NoSpace");
+    assert.equal(kernel.devices.get("tpcsi-v1")?.suspended, false);
+    assert.equal(store.getDevice("s1"), undefined);
+    assert.deepEqual([...kernel.thinIds], [0]);
+  });
+
+  it("retries a failing resume until it succeeds", async () => {
+    const { engine, kernel } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    kernel.fail((a) => a[1] === "resume", "device-mapper: resume ioctl on tpcsi-v1  failed: Invalid argument", 3);
+    await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    assert.equal(kernel.devices.get("tpcsi-v1")?.suspended, false);
+    assert.equal(engine.getDevice("v1")?.state, DeviceState.Active);
+  });
+
+  it("reports loudly and marks the origin faulty when resume never succeeds; the snapshot is still whole", async () => {
+    const logger = recordingLogger();
+    const { engine, kernel } = await openEngine(new FakeKernel(), StateStore.open(":memory:"), { logger });
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    kernel.fail((a) => a[1] === "resume", "device-mapper: resume ioctl on tpcsi-v1  failed: Invalid argument", 1000);
+    const snap = await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    assert.equal(snap.state, DeviceState.Inactive);
+    assert.ok(kernel.thinIds.has(snap.deviceId));
+    const origin = engine.getDevice("v1");
+    assert.equal(origin?.state, DeviceState.Faulty);
+    assert.match(origin?.lastError ?? "", /could not be resumed/);
+    assert.ok(logger.lines.some((l) => l.level === "error" && /could not be resumed/.test(l.message)));
+    assert.ok(logger.lines.some((l) => l.level === "warn" && /RESUME OF tpcsi-v1 FAILED/.test(l.message)));
+  });
+
+  it("restores into a larger volume and refuses a smaller one", async () => {
+    const { engine } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: 2 * MiB });
+    await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    const restored = await engine.createSnapshot({ name: "r1", source: "s1", kind: "volume", sizeBytes: 4 * MiB });
+    assert.equal(restored.sizeBytes, 4 * MiB);
+    assert.equal(restored.kind, "volume");
+    await rejectsWith(engine.createSnapshot({ name: "r2", source: "s1", kind: "volume", sizeBytes: MiB }), "OutOfRange");
+    await rejectsWith(engine.createSnapshot({ name: "r3", source: "nope", kind: "volume" }), "NotFound");
+  });
+
+  it("deactivates, deferring removal while the device is open", async () => {
+    const { engine, kernel } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    const dev = kernel.devices.get("tpcsi-v1");
+    assert.ok(dev);
+    dev.openCount = 1;
+    assert.equal(await engine.deactivate("v1"), "deferred");
+    assert.equal(dev.deferredRemove, true);
+    dev.openCount = 0;
+    kernel.devices.delete("tpcsi-v1");
+    assert.equal(await engine.deactivate("v1"), "removed");
+    assert.equal(engine.getDevice("v1")?.state, DeviceState.Inactive);
+  });
+
+  it("deletes idempotently, refuses while open, and discards first when asked", async () => {
+    const { engine, kernel, store } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    const dev = kernel.devices.get("tpcsi-v1");
+    assert.ok(dev);
+    dev.openCount = 1;
+    await rejectsWith(engine.deleteDevice("v1"), "Busy", /open count 1/);
+    assert.equal(store.getDevice("v1")?.state, DeviceState.Active, "a refused delete changes nothing");
+    dev.openCount = 0;
+    await engine.deleteDevice("v1");
+    assert.equal(store.getDevice("v1"), undefined);
+    assert.equal(kernel.thinIds.size, 0);
+    await engine.deleteDevice("v1");
+
+    await engine.createVolume({ name: "v2", sizeBytes: MiB });
+    kernel.calls = [];
+    await engine.deleteDevice("v2", { discard: true });
+    assert.ok(kernel.calls.some((c) => c[0] === "blkdiscard" && c[1] === "/dev/mapper/tpcsi-v2"));
+    assert.equal(kernel.devices.has("tpcsi-v2"), false, "the temporary activation for discard is removed");
+  });
+
+  it("keeps snapshots when their origin is deleted", async () => {
+    const { engine, kernel } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    const snap = await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    await engine.deleteDevice("v1");
+    assert.ok(kernel.thinIds.has(snap.deviceId));
+    const restored = await engine.createSnapshot({ name: "r1", source: "s1", kind: "volume" });
+    assert.equal(restored.parent, "s1");
+  });
+
+  it("grows an active device by reloading its table, and never shrinks", async () => {
+    const { engine, kernel } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    const grown = await engine.resize("v1", 3 * MiB);
+    assert.equal(grown.sizeBytes, 3 * MiB);
+    assert.equal(grown.state, DeviceState.Active);
+    assert.equal(kernel.devices.get("tpcsi-v1")?.table, `0 6144 thin ${kernel.poolDevno} 0`);
+    await rejectsWith(engine.resize("v1", MiB), "OutOfRange");
+  });
+
+  it("reports abnormal conditions: faulty, inactive-but-should-be-active, pool read-only", async () => {
+    const { engine, kernel } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    assert.deepEqual(await engine.deviceCondition("v1"), { abnormal: false, message: "healthy" });
+    await engine.activate("v1");
+    kernel.devices.delete("tpcsi-v1");
+    assert.match((await engine.deviceCondition("v1")).message, /should be active/);
+    kernel.poolMode = "ro";
+    assert.match((await engine.deviceCondition("v1")).message, /read-only/);
+    assert.match((await engine.deviceCondition("ghost")).message, /not in the state store/);
+  });
+});
+
+describe("start-up reconciliation (fake kernel)", () => {
+  it("rolls an unfinished create forward when the pool's transaction id shows it completed", async () => {
+    const { engine, kernel, store } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    // Crash after set_transaction_id, before the outcome commit:
+    store.updateDevice("v1", { state: DeviceState.Creating, pending: { op: "create", txid: 1 } });
+    store.setPoolTransactionId("p", 0);
+    const reopened = await openEngine(kernel, store);
+    assert.equal(reopened.engine.getDevice("v1")?.state, DeviceState.Inactive);
+    assert.equal(reopened.engine.lastReconcile?.rolledForward, 1);
+    assert.equal(store.getPool("p")?.transactionId, 1);
+  });
+
+  it("rolls an unfinished create back when the transaction id did not move", async () => {
+    const kernel = new FakeKernel();
+    const store = StateStore.open(":memory:");
+    await openEngine(kernel, store);
+    // Crash after create_thin, before set_transaction_id:
+    store.insertDevice({ name: "v1", pool: "p", deviceId: 0, kind: "volume", sizeBytes: MiB, parent: null, state: DeviceState.Creating, pending: { op: "create", txid: 1 }, requestName: "pvc", attributes: {} });
+    kernel.thinIds.add(0);
+    const { engine } = await openEngine(kernel, store);
+    assert.equal(engine.getDevice("v1"), undefined);
+    assert.equal(kernel.thinIds.size, 0, "the half-created thin id is deleted");
+    assert.equal(engine.lastReconcile?.rolledBack, 1);
+    assert.equal(store.lowestFreeDeviceId("p"), 0, "no id leaked");
+  });
+
+  it("rolls an unfinished delete forward", async () => {
+    const { engine, kernel, store } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    store.updateDevice("v1", { state: DeviceState.Deleting, pending: { op: "delete", txid: 2, discard: false } });
+    const reopened = await openEngine(kernel, store);
+    assert.equal(reopened.engine.getDevice("v1"), undefined);
+    assert.equal(kernel.thinIds.size, 0);
+  });
+
+  it("reactivates active devices after a reboot and keeps snapshots inactive", async () => {
+    const { engine, kernel, store } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.createVolume({ name: "v2", sizeBytes: MiB });
+    await engine.activate("v1");
+    await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    kernel.devices.delete("tpcsi-v1"); // reboot: no dm devices survive
+    const reopened = await openEngine(kernel, store);
+    assert.ok(kernel.devices.has("tpcsi-v1"));
+    assert.equal(kernel.devices.has("tpcsi-v2"), false);
+    assert.equal(kernel.devices.has("tpcsi-s1"), false);
+    assert.equal(reopened.engine.lastReconcile?.reactivated, 1);
+    assert.equal((await reopened.engine.readiness()).ready, true);
+  });
+
+  it("resumes a device left suspended by a crash mid-snapshot", async () => {
+    const { engine, kernel, store } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    const dev = kernel.devices.get("tpcsi-v1");
+    assert.ok(dev);
+    dev.suspended = true;
+    const reopened = await openEngine(kernel, store);
+    assert.equal(dev.suspended, false);
+    assert.equal(reopened.engine.lastReconcile?.resumed, 1);
+  });
+
+  it("finishes an unfinished grow of an active device", async () => {
+    const { engine, kernel, store } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    store.updateDevice("v1", { state: DeviceState.Resizing, pending: { op: "resize", sizeBytes: 2 * MiB, fromState: DeviceState.Active } });
+    await openEngine(kernel, store);
+    assert.equal(kernel.devices.get("tpcsi-v1")?.table, `0 4096 thin ${kernel.poolDevno} 0`);
+    assert.equal(store.getDevice("v1")?.sizeBytes, 2 * MiB);
+    assert.equal(store.getDevice("v1")?.state, DeviceState.Active);
+  });
+
+  it("marks a device faulty (never deletes it) when it cannot be reactivated", async () => {
+    const { engine, kernel, store } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    kernel.devices.delete("tpcsi-v1");
+    kernel.thinIds.delete(0); // the pool lost the id
+    const reopened = await openEngine(kernel, store);
+    const device = reopened.engine.getDevice("v1");
+    assert.equal(device?.state, DeviceState.Faulty);
+    assert.match(device?.lastError ?? "", /could not be reactivated/);
+    assert.equal(reopened.engine.lastReconcile?.faulty, 1);
+  });
+});
