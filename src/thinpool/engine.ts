@@ -210,6 +210,12 @@ export class ThinPoolEngine {
     return { abnormal: false, message: "healthy" };
   }
 
+  /** Replaces a device's caller-owned attributes (opaque to the engine). */
+  setAttributes(name: string, attributes: Record<string, unknown>): DeviceRecord {
+    this.requireDevice(name);
+    return this.ctx.store.updateDevice(name, { attributes });
+  }
+
   // ---------------------------------------------------------------- create
 
   async createVolume(spec: CreateVolumeSpec): Promise<DeviceRecord> {

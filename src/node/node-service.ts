@@ -1,0 +1,241 @@
+import { status } from "@grpc/grpc-js";
+import { mkdir, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { capabilityProblem, requireField } from "../csi/capabilities.js";
+import { engineCall } from "../csi/engine-errors.js";
+import { CsiError } from "../csi/errors.js";
+import type { NodeHandlers } from "../csi/types.js";
+import type { VolumeCapability__Output } from "../generated/csi/v1/VolumeCapability.js";
+import type { VolumeAttributes } from "../controller/controller-service.js";
+import { isLocal, parseId } from "../controller/ids.js";
+import type { StateStore } from "../state/store.js";
+import type { DeviceRecord } from "../state/types.js";
+import type { CommandRunner } from "../thinpool/command.js";
+import type { ThinPoolEngine } from "../thinpool/engine.js";
+import { crashPoint } from "../util/crash-point.js";
+import { filesystemStats, growFilesystem, makeFilesystem, probeDevice, type FilesystemType } from "./filesystem.js";
+import { checkPathUnder } from "./host-paths.js";
+import { isMountPoint, mountsAt } from "./mounts.js";
+
+export interface NodeOptions {
+  nodeId: string;
+  topologyKey: string;
+  kubeletDir: string;
+  fsTypes: readonly FilesystemType[];
+  defaultFsType: FilesystemType;
+  maxVolumesPerNode: number;
+}
+
+/** Mount flags that would let a pod escape or change what the device is. */
+const FORBIDDEN_MOUNT_FLAGS = /^(bind|rbind|move|remount|make-|shared|rshared|slave|rslave|private|rprivate|unbindable|runbindable|X-mount\.|x-mount\.|loop|offset|sizelimit|encryption)/;
+
+const NODE_CAPABILITIES = ["STAGE_UNSTAGE_VOLUME", "GET_VOLUME_STATS", "EXPAND_VOLUME", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER"] as const;
+
+/**
+ * CSI Node: activation, filesystem creation on first use only, mounts, raw block, stats and expansion.
+ * Every stage and publish is recorded in the store, so a repeated call is compared with the first and a
+ * DeleteVolume can tell the volume is still in use.
+ */
+export function createNodeService(engine: ThinPoolEngine, store: StateStore, runner: CommandRunner, options: NodeOptions): NodeHandlers {
+  const localVolume = (id: string): DeviceRecord => {
+    const parsed = parseId(id, "volume");
+    const device = parsed && isLocal(parsed, options.nodeId) ? engine.getDevice(parsed.device) : undefined;
+    if (!device || device.kind !== "volume") throw new CsiError(status.NOT_FOUND, `volume ${id} does not exist on node ${options.nodeId}`);
+    return device;
+  };
+
+  const checkPath = async (path: string, what: string): Promise<string> => {
+    const problem = await checkPathUnder(options.kubeletDir, path, what);
+    if (problem) throw new CsiError(status.INVALID_ARGUMENT, problem);
+    return path;
+  };
+
+  const mountFlags = (cap: VolumeCapability__Output): string[] => {
+    const flags = cap.mount?.mount_flags ?? [];
+    for (const flag of flags) {
+      if (FORBIDDEN_MOUNT_FLAGS.test(flag) || /[\s,]/.test(flag.replace(/^[^=]*=/, ""))) {
+        throw new CsiError(status.INVALID_ARGUMENT, `mount flag '${flag}' is not allowed`);
+      }
+    }
+    return flags;
+  };
+
+  const checkCapability = (cap: VolumeCapability__Output | null | undefined): VolumeCapability__Output => {
+    if (!cap) throw new CsiError(status.INVALID_ARGUMENT, "volume_capability is required");
+    const problem = capabilityProblem(cap, options.fsTypes);
+    if (problem) throw new CsiError(status.INVALID_ARGUMENT, problem);
+    return cap;
+  };
+
+  return {
+    async NodeGetCapabilities() {
+      return { capabilities: NODE_CAPABILITIES.map((type) => ({ rpc: { type } })) };
+    },
+
+    async NodeGetInfo() {
+      return {
+        node_id: options.nodeId,
+        max_volumes_per_node: options.maxVolumesPerNode,
+        accessible_topology: { segments: { [options.topologyKey]: options.nodeId } },
+      };
+    },
+
+    async NodeStageVolume(request) {
+      const id = requireField(request.volume_id, "volume_id");
+      const stagingPath = await checkPath(request.staging_target_path, "staging_target_path");
+      const cap = checkCapability(request.volume_capability);
+      const flags = cap.access_type === "mount" ? mountFlags(cap) : [];
+      const device = localVolume(id);
+      const attributes = device.attributes as VolumeAttributes;
+      const fsType = (cap.mount?.fs_type || attributes.fsType || options.defaultFsType) as FilesystemType;
+      const args = { accessType: cap.access_type, fsType: cap.access_type === "mount" ? fsType : "", flags };
+
+      const previous = store.getNodePaths(device.name, "stage").find((p) => p.path === stagingPath);
+      if (previous && JSON.stringify(previous.args) !== JSON.stringify(args)) {
+        throw new CsiError(status.ALREADY_EXISTS, `volume ${id} is already staged at ${stagingPath} with other arguments`);
+      }
+      const devicePath = await engineCall(() => engine.activate(device.name));
+      crashPoint("stage.activated");
+      if (cap.access_type === "mount") {
+        if (!(await isMountPoint(stagingPath))) {
+          const found = await probeDevice(runner, devicePath);
+          if (found.kind === "other") {
+            throw new CsiError(status.FAILED_PRECONDITION, `volume ${id} holds ${found.what}; refusing to format or mount it as ${fsType}`);
+          }
+          if (found.kind === "filesystem" && found.type !== fsType) {
+            throw new CsiError(status.FAILED_PRECONDITION, `volume ${id} already holds a ${found.type} filesystem, not ${fsType}; it is never reformatted`);
+          }
+          if (found.kind === "empty") {
+            const extra = attributes.mkfsOptions ? attributes.mkfsOptions.split(/\s+/).filter(Boolean) : [];
+            await makeFilesystem(runner, devicePath, fsType, extra);
+            crashPoint("stage.formatted");
+          }
+          await mkdir(stagingPath, { recursive: true });
+          // xfs refuses to mount two filesystems with one UUID; a snapshot restore has its origin's UUID.
+          const options = [...flags, ...(fsType === "xfs" ? ["nouuid"] : [])];
+          await runner.run("mount", ["-t", fsType, ...(options.length ? ["-o", options.join(",")] : []), devicePath, stagingPath]);
+          crashPoint("stage.mounted");
+        }
+        if (attributes.growFilesystem) {
+          await growFilesystem(runner, devicePath, stagingPath, fsType);
+          engine.setAttributes(device.name, { ...attributes, growFilesystem: false });
+        }
+      }
+      store.putNodePath(device.name, "stage", stagingPath, args);
+      return {};
+    },
+
+    async NodeUnstageVolume(request) {
+      const id = requireField(request.volume_id, "volume_id");
+      const stagingPath = await checkPath(request.staging_target_path, "staging_target_path");
+      const parsed = parseId(id, "volume");
+      const device = parsed ? engine.getDevice(parsed.device) : undefined;
+      if (await isMountPoint(stagingPath)) await runner.run("umount", [stagingPath]);
+      crashPoint("unstage.unmounted");
+      if (!device) return {};
+      store.deleteNodePath(device.name, "stage", stagingPath);
+      if (!store.isInUseOnNode(device.name)) await engineCall(() => engine.deactivate(device.name));
+      return {};
+    },
+
+    async NodePublishVolume(request) {
+      const id = requireField(request.volume_id, "volume_id");
+      const targetPath = await checkPath(request.target_path, "target_path");
+      const stagingPath = await checkPath(request.staging_target_path, "staging_target_path");
+      const cap = checkCapability(request.volume_capability);
+      const flags = cap.access_type === "mount" ? mountFlags(cap) : [];
+      const device = localVolume(id);
+      const staged = store.getNodePaths(device.name, "stage").find((p) => p.path === stagingPath);
+      if (!staged) throw new CsiError(status.FAILED_PRECONDITION, `volume ${id} is not staged at ${stagingPath}; call NodeStageVolume first`);
+      const readonly = request.readonly || cap.access_mode?.mode === "SINGLE_NODE_READER_ONLY";
+      const args = { accessType: cap.access_type, readonly, flags, stagingPath };
+      const previous = store.getNodePaths(device.name, "publish").find((p) => p.path === targetPath);
+      if (previous && JSON.stringify(previous.args) !== JSON.stringify(args)) {
+        throw new CsiError(status.ALREADY_EXISTS, `volume ${id} is already published at ${targetPath} with other arguments`);
+      }
+      if (cap.access_mode?.mode === "SINGLE_NODE_SINGLE_WRITER") {
+        const others = store.getNodePaths(device.name, "publish").filter((p) => p.path !== targetPath);
+        if (others.length) throw new CsiError(status.FAILED_PRECONDITION, `volume ${id} is SINGLE_NODE_SINGLE_WRITER and already published at ${others[0]?.path}`);
+      }
+      if (!(await isMountPoint(targetPath))) {
+        let source = stagingPath;
+        if (cap.access_type === "block") {
+          source = engine.devicePath(device.name);
+          await mkdir(dirnameOf(targetPath), { recursive: true });
+          await writeFile(targetPath, "", { flag: "a" });
+        } else {
+          await mkdir(targetPath, { recursive: true });
+        }
+        await runner.run("mount", ["--bind", source, targetPath]);
+        if (readonly || flags.length) {
+          const remount = ["remount", "bind", ...(readonly ? ["ro"] : []), ...flags];
+          await runner.run("mount", ["-o", remount.join(","), targetPath]);
+        }
+      }
+      store.putNodePath(device.name, "publish", targetPath, args);
+      return {};
+    },
+
+    async NodeUnpublishVolume(request) {
+      const id = requireField(request.volume_id, "volume_id");
+      const targetPath = await checkPath(request.target_path, "target_path");
+      while (await isMountPoint(targetPath)) await runner.run("umount", [targetPath]);
+      const info = await stat(targetPath).catch(() => undefined);
+      if (info?.isDirectory()) await rmdir(targetPath);
+      else if (info) await rm(targetPath);
+      const parsed = parseId(id, "volume");
+      if (parsed) store.deleteNodePath(parsed.device, "publish", targetPath);
+      return {};
+    },
+
+    async NodeGetVolumeStats(request) {
+      const id = requireField(request.volume_id, "volume_id");
+      const volumePath = requireField(request.volume_path, "volume_path");
+      const device = localVolume(id);
+      const known = [...store.getNodePaths(device.name, "stage"), ...store.getNodePaths(device.name, "publish")].some((p) => p.path === volumePath);
+      if (!known) throw new CsiError(status.NOT_FOUND, `volume ${id} is not staged or published at ${volumePath}`);
+      const condition = await engine.deviceCondition(device.name);
+      const mounts = await mountsAt(volumePath);
+      if (mounts.length === 0) {
+        return { usage: [], volume_condition: { abnormal: true, message: `nothing is mounted at ${volumePath}` } };
+      }
+      const info = await stat(volumePath);
+      if (!info.isDirectory()) {
+        return { usage: [{ unit: "BYTES", total: device.sizeBytes }], volume_condition: condition };
+      }
+      const s = await filesystemStats(volumePath);
+      return {
+        usage: [
+          { unit: "BYTES", total: s.totalBytes, available: s.availableBytes, used: s.usedBytes },
+          { unit: "INODES", total: s.totalInodes, available: s.freeInodes, used: s.usedInodes },
+        ],
+        volume_condition: condition,
+      };
+    },
+
+    async NodeExpandVolume(request) {
+      const id = requireField(request.volume_id, "volume_id");
+      const volumePath = requireField(request.volume_path, "volume_path");
+      const device = localVolume(id);
+      const required = Number(request.capacity_range?.required_bytes ?? 0);
+      const limit = Number(request.capacity_range?.limit_bytes ?? 0);
+      if (!Number.isSafeInteger(required) || required <= 0) throw new CsiError(status.INVALID_ARGUMENT, "capacity_range.required_bytes must be a positive number of bytes");
+      const size = engine.roundSize(device.pool, required);
+      if (limit > 0 && size > limit) throw new CsiError(status.OUT_OF_RANGE, `${required} bytes rounds up to ${size}, above limit_bytes ${limit}`);
+      if (size < device.sizeBytes) throw new CsiError(status.OUT_OF_RANGE, `volume ${id} is ${device.sizeBytes} bytes; it cannot shrink to ${size}`);
+      const grown = await engineCall(() => engine.resize(device.name, size));
+      crashPoint("expand.device-grown");
+      const isBlock = request.volume_capability?.access_type === "block" || !(await stat(volumePath).then((s) => s.isDirectory(), () => false));
+      if (!isBlock) {
+        const mounts = await mountsAt(volumePath);
+        const fsType = mounts[0]?.fsType;
+        if (!fsType) throw new CsiError(status.FAILED_PRECONDITION, `nothing is mounted at ${volumePath}; the filesystem can only grow while staged`);
+        await growFilesystem(runner, engine.devicePath(device.name), volumePath, fsType);
+      }
+      return { capacity_bytes: grown.sizeBytes };
+    },
+  } satisfies NodeHandlers;
+}
+
+function dirnameOf(path: string): string {
+  return path.slice(0, path.lastIndexOf("/")) || "/";
+}
