@@ -1,0 +1,161 @@
+/**
+ * The whole CSI lifecycle over the real unix socket against the real kernel (runs inside the VM), in
+ * the order kubelet and the sidecars use: NodeGetInfo, CreateVolume, NodeStage, NodePublish, write,
+ * CreateSnapshot while writing, restore into a larger volume, stage and read it back, expand online,
+ * unpublish, unstage, delete in both orders. Every call is repeated to prove idempotency.
+ */
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { status, type ServiceError } from "@grpc/grpc-js";
+import { execa } from "execa";
+import { CsiClient } from "../../../src/csi/client.js";
+import { parseServeArgs } from "../../../src/server/config.js";
+import { startDriver, type RunningDriver } from "../../../src/server/driver.js";
+import { thinpoolDriverFactories, type EngineHost } from "../../../src/server/engine-wiring.js";
+import { createLogger } from "../../../src/server/logger.js";
+import { E2E_DATA_DEV, E2E_META_DEV, removeAllDmDevices, sh, zeroHead } from "../support/vm-env.js";
+
+const MiB = 1024 * 1024;
+const mountCap = { access_mode: { mode: "SINGLE_NODE_WRITER" as const }, mount: { fs_type: "ext4", mount_flags: [] } };
+
+async function rejectsWithCode(promise: Promise<unknown>, code: status, pattern?: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: ServiceError) => {
+    assert.equal(err.code, code, `expected ${status[code]}, got ${status[err.code]}: ${err.details}`);
+    if (pattern) assert.match(err.details, pattern);
+    return true;
+  });
+}
+
+describe("CSI lifecycle over the socket on a real pool", function () {
+  this.timeout(300_000);
+  const dir = mkdtempSync(join(tmpdir(), "csi-e2e-"));
+  const kubelet = join(dir, "kubelet");
+  const socket = join(dir, "csi.sock");
+  let driver: RunningDriver<EngineHost>;
+  let csi: CsiClient;
+  let volumeId = "";
+  let snapshotId = "";
+  let restoreId = "";
+  const stage = (id: string) => join(kubelet, "plugins/kubernetes.io/csi/thinpool.csi.dev", id.slice(0, 26), "globalmount");
+  const target = (id: string) => join(kubelet, "pods/pod-1/volumes/kubernetes.io~csi", id.slice(0, 26), "mount");
+
+  before(async () => {
+    await removeAllDmDevices();
+    await zeroHead(E2E_META_DEV);
+    mkdirSync(kubelet, { recursive: true });
+    const { config } = parseServeArgs(
+      ["--endpoint", `unix://${socket}`, "--node-id", "node-a", "--state-dir", join(dir, "state"), "--kubelet-dir", kubelet,
+        "--pool", `name=default,type=devices,data=${E2E_DATA_DEV},metadata=${E2E_META_DEV}`, "--metrics-address", ""],
+      { env: {} },
+    );
+    assert.ok(config);
+    driver = await startDriver(config, thinpoolDriverFactories, { handleSignals: false, logger: createLogger({ level: "silent" }) });
+    await driver.started;
+    csi = new CsiClient(socket);
+  });
+
+  after(async () => {
+    csi?.close();
+    await driver?.server.shutdown();
+  });
+
+  it("is ready, with the topology segment of this node", async () => {
+    const probe = await csi.identity("Probe", {});
+    assert.equal(probe.ready?.value, true);
+    const info = await csi.node("NodeGetInfo", {});
+    assert.equal(info.node_id, "node-a");
+    assert.deepEqual(info.accessible_topology?.segments, { "thinpool.csi.dev/node": "node-a" });
+  });
+
+  it("creates a volume idempotently and refuses the same name with another size", async () => {
+    const request = { name: "pvc-1", capacity_range: { required_bytes: 64 * MiB }, volume_capabilities: [mountCap], parameters: { "csi.storage.k8s.io/pvc/name": "data" } };
+    const first = await csi.controller("CreateVolume", request);
+    const again = await csi.controller("CreateVolume", request);
+    volumeId = first.volume?.volume_id ?? "";
+    assert.match(volumeId, /^v-[0-9a-f]{24}@node-a$/);
+    assert.equal(again.volume?.volume_id, volumeId);
+    assert.equal(first.volume?.capacity_bytes, String(64 * MiB));
+    assert.deepEqual(first.volume?.accessible_topology?.[0]?.segments, { "thinpool.csi.dev/node": "node-a" });
+    await rejectsWithCode(csi.controller("CreateVolume", { ...request, capacity_range: { required_bytes: 32 * MiB } }), status.ALREADY_EXISTS);
+    await rejectsWithCode(csi.controller("CreateVolume", { ...request, name: "pvc-x", parameters: { colour: "blue" } }), status.INVALID_ARGUMENT, /unknown parameter\(s\) colour/);
+    await rejectsWithCode(csi.controller("CreateVolume", { ...request, name: "pvc-y", volume_capabilities: [{ ...mountCap, access_mode: { mode: "MULTI_NODE_MULTI_WRITER" } }] }), status.INVALID_ARGUMENT);
+  });
+
+  it("stages (mkfs once), publishes and writes; repeated calls are idempotent", async () => {
+    const stageReq = { volume_id: volumeId, staging_target_path: stage(volumeId), volume_capability: mountCap };
+    await csi.node("NodeStageVolume", stageReq);
+    await csi.node("NodeStageVolume", stageReq);
+    const pubReq = { ...stageReq, target_path: target(volumeId) };
+    await rejectsWithCode(csi.node("NodePublishVolume", { ...pubReq, staging_target_path: join(kubelet, "not-staged") }), status.FAILED_PRECONDITION);
+    await csi.node("NodePublishVolume", pubReq);
+    await csi.node("NodePublishVolume", pubReq);
+    writeFileSync(join(target(volumeId), "hello.txt"), "written before the snapshot\n");
+    await sh("sync", []);
+    await rejectsWithCode(csi.node("NodePublishVolume", { ...pubReq, target_path: "/etc/evil" }), status.INVALID_ARGUMENT, /outside the kubelet directory/);
+    const stats = await csi.node("NodeGetVolumeStats", { volume_id: volumeId, volume_path: target(volumeId) });
+    assert.equal(stats.volume_condition?.abnormal, false);
+    assert.ok(stats.usage.some((u) => u.unit === "BYTES" && Number(u.total) > 50 * MiB));
+  });
+
+  it("snapshots while a writer runs and restores into a larger volume that reads back", async () => {
+    const writer = execa("sh", ["-c", `while :; do dd if=/dev/zero of=${target(volumeId)}/stream bs=64k count=16 conv=fsync 2>/dev/null; done`], { reject: false });
+    await new Promise((r) => setTimeout(r, 1000));
+    const snap = await csi.controller("CreateSnapshot", { name: "snap-1", source_volume_id: volumeId });
+    writer.kill("SIGKILL");
+    await writer;
+    snapshotId = snap.snapshot?.snapshot_id ?? "";
+    assert.equal(snap.snapshot?.ready_to_use, true);
+    assert.equal((await csi.controller("CreateSnapshot", { name: "snap-1", source_volume_id: volumeId })).snapshot?.snapshot_id, snapshotId);
+
+    const restore = await csi.controller("CreateVolume", {
+      name: "pvc-restore",
+      capacity_range: { required_bytes: 128 * MiB },
+      volume_capabilities: [mountCap],
+      volume_content_source: { snapshot: { snapshot_id: snapshotId } },
+    });
+    restoreId = restore.volume?.volume_id ?? "";
+    assert.equal(restore.volume?.content_source?.snapshot?.snapshot_id, snapshotId);
+    await csi.node("NodeStageVolume", { volume_id: restoreId, staging_target_path: stage(restoreId), volume_capability: mountCap });
+    assert.equal(readFileSync(join(stage(restoreId), "hello.txt"), "utf8"), "written before the snapshot\n");
+    const stats = await csi.node("NodeGetVolumeStats", { volume_id: restoreId, volume_path: stage(restoreId) });
+    assert.ok(Number(stats.usage.find((u) => u.unit === "BYTES")?.total) > 100 * MiB, "filesystem grown to the larger size at first stage");
+    await rejectsWithCode(
+      csi.controller("CreateVolume", { name: "pvc-small", capacity_range: { required_bytes: 16 * MiB, limit_bytes: 16 * MiB }, volume_capabilities: [mountCap], volume_content_source: { snapshot: { snapshot_id: snapshotId } } }),
+      status.OUT_OF_RANGE,
+    );
+    await rejectsWithCode(
+      csi.controller("CreateVolume", { name: "pvc-elsewhere", volume_capabilities: [mountCap], volume_content_source: { snapshot: { snapshot_id: snapshotId.replace("@node-a", "@node-b") } } }),
+      status.RESOURCE_EXHAUSTED,
+      /lives on node node-b/,
+    );
+  });
+
+  it("expands a published volume online", async () => {
+    const res = await csi.node("NodeExpandVolume", { volume_id: volumeId, volume_path: target(volumeId), capacity_range: { required_bytes: 96 * MiB } });
+    assert.equal(res.capacity_bytes, String(96 * MiB));
+    const df = await sh("df", ["-B1", "--output=size", target(volumeId)]);
+    assert.ok(Number(df.split("\n")[1]) > 80 * MiB, df);
+  });
+
+  it("refuses to delete a staged volume, then tears down and deletes in both orders", async () => {
+    await rejectsWithCode(csi.controller("DeleteVolume", { volume_id: volumeId }), status.FAILED_PRECONDITION);
+    for (let i = 0; i < 2; i++) {
+      await csi.node("NodeUnpublishVolume", { volume_id: volumeId, target_path: target(volumeId) });
+      await csi.node("NodeUnstageVolume", { volume_id: volumeId, staging_target_path: stage(volumeId) });
+      await csi.node("NodeUnstageVolume", { volume_id: restoreId, staging_target_path: stage(restoreId) });
+    }
+    // Volume before its snapshot, and the restore after the snapshot it came from.
+    await csi.controller("DeleteVolume", { volume_id: volumeId });
+    await csi.controller("DeleteVolume", { volume_id: volumeId });
+    const listed = await csi.controller("ListSnapshots", { snapshot_id: snapshotId });
+    assert.equal(listed.entries.length, 1, "the snapshot outlives its volume");
+    await csi.controller("DeleteSnapshot", { snapshot_id: snapshotId });
+    await csi.controller("DeleteSnapshot", { snapshot_id: snapshotId });
+    await csi.controller("DeleteVolume", { volume_id: restoreId });
+    const volumes = await csi.controller("ListVolumes", {});
+    assert.equal(volumes.entries.length, 0);
+    assert.equal((await sh("dmsetup", ["ls"])).includes("tpcsi-"), false, "no dm device left behind");
+  });
+});
