@@ -13,11 +13,18 @@ import type { IdentityDefinition } from "../generated/csi/v1/Identity.js";
 import type { NodeDefinition } from "../generated/csi/v1/Node.js";
 import type { MethodDefinition } from "@grpc/proto-loader";
 
-type InputOf<D, M extends keyof D> = D[M] extends MethodDefinition<infer RequestIn, infer _A, infer _B, infer _C> ? RequestIn : never;
-type OutputOf<D, M extends keyof D> = D[M] extends MethodDefinition<infer _A, infer _B, infer _C, infer ResponseOut> ? ResponseOut : never;
+type InputOf<D, M extends keyof D> =
+  D[M] extends MethodDefinition<infer RequestIn, infer _A, infer _B, infer _C> ? RequestIn : never;
+type OutputOf<D, M extends keyof D> =
+  D[M] extends MethodDefinition<infer _A, infer _B, infer _C, infer ResponseOut> ? ResponseOut : never;
 
 type UnaryCallback = (err: grpc.ServiceError | null, value?: unknown) => void;
-type UnaryFn = (request: unknown, metadata: grpc.Metadata, options: grpc.CallOptions, callback: UnaryCallback) => void;
+type UnaryFn = (
+  request: unknown,
+  metadata: grpc.Metadata,
+  options: grpc.CallOptions,
+  callback: UnaryCallback,
+) => void;
 
 /**
  * A promise-based CSI client over a unix socket, as kubelet and the sidecars talk to the driver.
@@ -40,7 +47,12 @@ export class CsiClient {
     };
   }
 
-  private call<T>(service: keyof CsiClient["clients"], method: string, request: unknown, timeoutMs: number): Promise<T> {
+  private call<T>(
+    service: keyof CsiClient["clients"],
+    method: string,
+    request: unknown,
+    timeoutMs: number,
+  ): Promise<T> {
     const client = this.clients[service] as unknown as Record<string, UnaryFn>;
     const fn = client[method];
     if (!fn) return Promise.reject(new Error(`no method ${method} on ${service}`));
@@ -51,15 +63,27 @@ export class CsiClient {
     });
   }
 
-  identity<M extends IdentityMethod>(method: M, request: InputOf<IdentityDefinition, M>, timeoutMs = 60_000): Promise<OutputOf<IdentityDefinition, M>> {
+  identity<M extends IdentityMethod>(
+    method: M,
+    request: InputOf<IdentityDefinition, M>,
+    timeoutMs = 60_000,
+  ): Promise<OutputOf<IdentityDefinition, M>> {
     return this.call("identity", method, request, timeoutMs);
   }
 
-  controller<M extends ControllerMethod>(method: M, request: InputOf<ControllerDefinition, M>, timeoutMs = 120_000): Promise<OutputOf<ControllerDefinition, M>> {
+  controller<M extends ControllerMethod>(
+    method: M,
+    request: InputOf<ControllerDefinition, M>,
+    timeoutMs = 120_000,
+  ): Promise<OutputOf<ControllerDefinition, M>> {
     return this.call("controller", method, request, timeoutMs);
   }
 
-  node<M extends NodeMethod>(method: M, request: InputOf<NodeDefinition, M>, timeoutMs = 120_000): Promise<OutputOf<NodeDefinition, M>> {
+  node<M extends NodeMethod>(
+    method: M,
+    request: InputOf<NodeDefinition, M>,
+    timeoutMs = 120_000,
+  ): Promise<OutputOf<NodeDefinition, M>> {
     return this.call("node", method, request, timeoutMs);
   }
 

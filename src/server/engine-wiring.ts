@@ -28,7 +28,10 @@ export class EngineHost implements DriverEngine {
   engine: ThinPoolEngine | undefined;
   readonly store: StateStore;
   readonly runner = new ExecaRunner();
-  private readiness: Readiness = { ready: false, reason: "assembling pools and reconciling the state store with the kernel" };
+  private readiness: Readiness = {
+    ready: false,
+    reason: "assembling pools and reconciling the state store with the kernel",
+  };
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly context: DriverContext) {
@@ -68,7 +71,11 @@ export class EngineHost implements DriverEngine {
 
   /** The engine once start-up is done; UNAVAILABLE (retried by the sidecars) until then. */
   require(): ThinPoolEngine {
-    if (!this.engine) throw new CsiError(status.UNAVAILABLE, `the driver is starting: ${this.readiness.reason ?? "not ready"}`);
+    if (!this.engine)
+      throw new CsiError(
+        status.UNAVAILABLE,
+        `the driver is starting: ${this.readiness.reason ?? "not ready"}`,
+      );
     return this.engine;
   }
 
@@ -84,7 +91,15 @@ function poolSpec(pool: PoolConfig, config: DriverConfig): PoolSpec {
     case "existing":
       return { name: pool.name, source: { type: "existing", device: source.device } };
     case "devices":
-      return { name: pool.name, source: { type: "devices", data: source.data, metadata: source.metadata, blockSizeBytes: source.blockSizeBytes } };
+      return {
+        name: pool.name,
+        source: {
+          type: "devices",
+          data: source.data,
+          metadata: source.metadata,
+          blockSizeBytes: source.blockSizeBytes,
+        },
+      };
     case "loop":
       return {
         name: pool.name,
@@ -101,7 +116,14 @@ function poolSpec(pool: PoolConfig, config: DriverConfig): PoolSpec {
 
 /** ext4 always; xfs when this node has mkfs.xfs. */
 async function availableFilesystems(): Promise<FilesystemType[]> {
-  const found = await Promise.all(["/usr/sbin/mkfs.xfs", "/sbin/mkfs.xfs"].map((p) => access(p).then(() => true, () => false)));
+  const found = await Promise.all(
+    ["/usr/sbin/mkfs.xfs", "/sbin/mkfs.xfs"].map((p) =>
+      access(p).then(
+        () => true,
+        () => false,
+      ),
+    ),
+  );
   return found.some(Boolean) ? ["ext4", "xfs"] : ["ext4"];
 }
 

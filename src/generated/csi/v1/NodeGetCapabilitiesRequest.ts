@@ -1,0 +1,8 @@
+// Original file: csi-proto/csi.proto
+
+
+export interface NodeGetCapabilitiesRequest {
+}
+
+export interface NodeGetCapabilitiesRequest__Output {
+}

@@ -1,0 +1,373 @@
+/**
+ * `:authority` normalization in front of grpc-js.
+ *
+ * Why: over unix sockets, grpc-go clients older than the fixes in kubernetes#112597 (kubelet's plugin
+ * registration, older sidecars) and several other gRPC stacks send the socket path, or `unix:///path`,
+ * as `:authority`. Node's HTTP/2 layer (nghttp2's HTTP messaging checks, which Node does not let a
+ * server turn off) resets such a stream with PROTOCOL_ERROR before grpc-js sees it. The unit tests show
+ * this against a bare grpc-js server.
+ *
+ * How: every client connection is read through {@link Http2HeaderRewriter}, which parses the client's
+ * HTTP/2 frames, decodes each header block with a full HPACK decoder, replaces an `:authority` (or
+ * `host`) that is not a valid authority with `localhost`, and re-encodes the block without indexing.
+ * Re-encoding every block (not only the bad ones) keeps the client's and the server's HPACK tables from
+ * diverging. Frames other than HEADERS/CONTINUATION pass through byte for byte; server-to-client bytes
+ * are not touched. Nothing in this driver reads `:authority`, so the substitution changes no behaviour.
+ */
+import { Duplex } from "node:stream";
+import type { Socket } from "node:net";
+
+import { encodeWithoutIndexing, HpackDecoder, type HeaderField } from "./hpack.js";
+
+export const CLIENT_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+export const REPLACEMENT_AUTHORITY = "localhost";
+
+const FRAME_HEADER_LENGTH = 9;
+const FRAME_HEADERS = 0x1;
+const FRAME_PUSH_PROMISE = 0x5;
+const FRAME_CONTINUATION = 0x9;
+const FLAG_END_STREAM = 0x1;
+const FLAG_END_HEADERS = 0x4;
+const FLAG_PADDED = 0x8;
+const FLAG_PRIORITY = 0x20;
+/** The smallest SETTINGS_MAX_FRAME_SIZE a peer may announce: re-encoded blocks are split to fit it. */
+const SAFE_FRAME_PAYLOAD = 16384;
+/** A header block larger than this is refused (Node's own limit on header lists is 64 KiB). */
+const MAX_HEADER_BLOCK = 256 * 1024;
+
+export class Http2RewriteError extends Error {
+  override readonly name = "Http2RewriteError";
+}
+
+/**
+ * RFC 3986 authority characters (unreserved, sub-delims, ':', '@', '[', ']', '%'), which is also what
+ * nghttp2 accepts. An empty value is not accepted.
+ */
+export function isValidAuthority(value: string): boolean {
+  return /^[A-Za-z0-9\-._~!$&'()*+,;=:@[\]%]+$/.test(value);
+}
+
+export interface AuthorityRewrite {
+  readonly header: string;
+  readonly from: string | undefined;
+  readonly to: string;
+}
+
+/**
+ * The request's header list with `:authority`/`host` made acceptable to Node's HTTP/2 server. A missing
+ * `:authority` is added when there is no `host` either, as nghttp2 refuses such a request.
+ */
+export function normalizeAuthority(fields: readonly HeaderField[]): {
+  fields: HeaderField[];
+  rewrites: AuthorityRewrite[];
+} {
+  const rewrites: AuthorityRewrite[] = [];
+  const result = fields.map((field) => {
+    if ((field.name === ":authority" || field.name === "host") && !isValidAuthority(field.value)) {
+      rewrites.push({ header: field.name, from: field.value, to: REPLACEMENT_AUTHORITY });
+      return { ...field, value: REPLACEMENT_AUTHORITY };
+    }
+    return field;
+  });
+  const isRequest = result.some((field) => field.name === ":method");
+  const hasAuthority = result.some((field) => field.name === ":authority" || field.name === "host");
+  if (isRequest && !hasAuthority) {
+    // Pseudo-headers must precede regular ones: insert after the last pseudo-header.
+    let insertAt = 0;
+    result.forEach((field, index) => {
+      if (field.name.startsWith(":")) {
+        insertAt = index + 1;
+      }
+    });
+    result.splice(insertAt, 0, { name: ":authority", value: REPLACEMENT_AUTHORITY, neverIndex: false });
+    rewrites.push({ header: ":authority", from: undefined, to: REPLACEMENT_AUTHORITY });
+  }
+  return { fields: result, rewrites };
+}
+
+type State =
+  | { readonly kind: "preface" }
+  | { readonly kind: "frame-header" }
+  | { readonly kind: "pass-payload"; remaining: number }
+  | {
+      readonly kind: "header-payload";
+      readonly type: number;
+      readonly flags: number;
+      readonly streamId: number;
+      readonly length: number;
+    }
+  | { readonly kind: "pass-through" };
+
+interface PendingHeaderBlock {
+  readonly streamId: number;
+  readonly endStream: boolean;
+  readonly priority: Buffer | undefined;
+  readonly fragments: Buffer[];
+  size: number;
+}
+
+/**
+ * Rewrites the client-to-server byte stream of one HTTP/2 connection. Feed it chunks in order; it
+ * returns the bytes to forward. Throws {@link Http2RewriteError} on input that is not valid HTTP/2
+ * (the connection should then be closed: the server would have closed it too).
+ */
+export class Http2HeaderRewriter {
+  private state: State = { kind: "preface" };
+  private buffered: Buffer = Buffer.alloc(0);
+  private pending: PendingHeaderBlock | undefined;
+  private readonly decoder = new HpackDecoder();
+
+  constructor(private readonly onRewrite: (rewrite: AuthorityRewrite) => void = () => undefined) {}
+
+  push(chunk: Buffer): Buffer[] {
+    const output: Buffer[] = [];
+    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    for (;;) {
+      const state = this.state;
+      switch (state.kind) {
+        case "pass-through": {
+          if (this.buffered.length > 0) {
+            output.push(this.buffered);
+            this.buffered = Buffer.alloc(0);
+          }
+          return output;
+        }
+        case "preface": {
+          const seen = Math.min(this.buffered.length, CLIENT_PREFACE.length);
+          if (!this.buffered.subarray(0, seen).equals(CLIENT_PREFACE.subarray(0, seen))) {
+            // Not HTTP/2 with prior knowledge: let the server deal with (and reject) it unchanged.
+            this.state = { kind: "pass-through" };
+            continue;
+          }
+          if (seen < CLIENT_PREFACE.length) {
+            return output;
+          }
+          output.push(this.take(CLIENT_PREFACE.length));
+          this.state = { kind: "frame-header" };
+          continue;
+        }
+        case "frame-header": {
+          if (this.buffered.length < FRAME_HEADER_LENGTH) {
+            return output;
+          }
+          const header = this.take(FRAME_HEADER_LENGTH);
+          const length = header.readUIntBE(0, 3);
+          const type = header[3] as number;
+          const flags = header[4] as number;
+          const streamId = header.readUInt32BE(5) & 0x7fffffff;
+          if (this.pending !== undefined && type !== FRAME_CONTINUATION) {
+            throw new Http2RewriteError(`expected a CONTINUATION frame, got frame type ${type}`);
+          }
+          if (type === FRAME_HEADERS || type === FRAME_CONTINUATION) {
+            this.state = { kind: "header-payload", type, flags, streamId, length };
+          } else {
+            if (type === FRAME_PUSH_PROMISE) {
+              // Clients must not push; the server answers with a connection error. Stop parsing, as
+              // the HPACK state can no longer be followed.
+              output.push(header);
+              this.state = { kind: "pass-through" };
+              continue;
+            }
+            output.push(header);
+            this.state = { kind: "pass-payload", remaining: length };
+          }
+          continue;
+        }
+        case "pass-payload": {
+          if (state.remaining === 0) {
+            this.state = { kind: "frame-header" };
+            continue;
+          }
+          if (this.buffered.length === 0) {
+            return output;
+          }
+          const part = this.take(Math.min(state.remaining, this.buffered.length));
+          state.remaining -= part.length;
+          output.push(part);
+          continue;
+        }
+        case "header-payload": {
+          if (this.buffered.length < state.length) {
+            if (state.length > MAX_HEADER_BLOCK) {
+              throw new Http2RewriteError(
+                `header frame of ${state.length} bytes exceeds ${MAX_HEADER_BLOCK}`,
+              );
+            }
+            return output;
+          }
+          const payload = this.take(state.length);
+          this.state = { kind: "frame-header" };
+          const block = this.acceptHeaderFrame(state.type, state.flags, state.streamId, payload);
+          if (block !== undefined) {
+            output.push(...block);
+          }
+          continue;
+        }
+      }
+    }
+  }
+
+  private take(length: number): Buffer {
+    const taken = this.buffered.subarray(0, length);
+    this.buffered = this.buffered.subarray(length);
+    return taken;
+  }
+
+  /** Collects a header block; when it is complete, returns the re-encoded frames. */
+  private acceptHeaderFrame(
+    type: number,
+    flags: number,
+    streamId: number,
+    payload: Buffer,
+  ): Buffer[] | undefined {
+    if (type === FRAME_HEADERS) {
+      let offset = 0;
+      let padLength = 0;
+      if ((flags & FLAG_PADDED) !== 0) {
+        padLength = payload[0] ?? 0;
+        offset = 1;
+      }
+      let priority: Buffer | undefined;
+      if ((flags & FLAG_PRIORITY) !== 0) {
+        priority = payload.subarray(offset, offset + 5);
+        offset += 5;
+      }
+      if (offset + padLength > payload.length) {
+        throw new Http2RewriteError("HEADERS padding longer than the frame");
+      }
+      const fragment = payload.subarray(offset, payload.length - padLength);
+      this.pending = {
+        streamId,
+        endStream: (flags & FLAG_END_STREAM) !== 0,
+        priority,
+        fragments: [fragment],
+        size: fragment.length,
+      };
+    } else {
+      if (this.pending === undefined || this.pending.streamId !== streamId) {
+        throw new Http2RewriteError("CONTINUATION frame without a header block in progress on its stream");
+      }
+      this.pending.fragments.push(payload);
+      this.pending.size += payload.length;
+    }
+    if (this.pending.size > MAX_HEADER_BLOCK) {
+      throw new Http2RewriteError(`header block exceeds ${MAX_HEADER_BLOCK} bytes`);
+    }
+    if ((flags & FLAG_END_HEADERS) === 0) {
+      return undefined;
+    }
+    const block = this.pending;
+    this.pending = undefined;
+    let fields: HeaderField[];
+    try {
+      fields = this.decoder.decode(Buffer.concat(block.fragments));
+    } catch (error) {
+      throw new Http2RewriteError(`cannot decode a header block: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    const normalized = normalizeAuthority(fields);
+    for (const rewrite of normalized.rewrites) {
+      this.onRewrite(rewrite);
+    }
+    return frameHeaderBlock(
+      block.streamId,
+      block.endStream,
+      block.priority,
+      encodeWithoutIndexing(normalized.fields),
+    );
+  }
+}
+
+function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
+  const header = Buffer.alloc(FRAME_HEADER_LENGTH);
+  header.writeUIntBE(length, 0, 3);
+  header[3] = type;
+  header[4] = flags;
+  header.writeUInt32BE(streamId & 0x7fffffff, 5);
+  return header;
+}
+
+/** HEADERS (+ CONTINUATION) frames carrying `block`, each within the minimum frame size. */
+function frameHeaderBlock(
+  streamId: number,
+  endStream: boolean,
+  priority: Buffer | undefined,
+  block: Buffer,
+): Buffer[] {
+  const frames: Buffer[] = [];
+  const firstCapacity = SAFE_FRAME_PAYLOAD - (priority?.length ?? 0);
+  let offset = Math.min(block.length, firstCapacity);
+  const first = block.subarray(0, offset);
+  let flags = (endStream ? FLAG_END_STREAM : 0) | (priority === undefined ? 0 : FLAG_PRIORITY);
+  if (offset === block.length) {
+    flags |= FLAG_END_HEADERS;
+  }
+  const firstPayload = priority === undefined ? first : Buffer.concat([priority, first]);
+  frames.push(frameHeader(firstPayload.length, FRAME_HEADERS, flags, streamId), firstPayload);
+  while (offset < block.length) {
+    const next = block.subarray(offset, offset + SAFE_FRAME_PAYLOAD);
+    offset += next.length;
+    const continuationFlags = offset === block.length ? FLAG_END_HEADERS : 0;
+    frames.push(frameHeader(next.length, FRAME_CONTINUATION, continuationFlags, streamId), next);
+  }
+  return frames;
+}
+
+/**
+ * A client socket as the server's side sees it: reads come through {@link Http2HeaderRewriter}, writes
+ * go to the socket unchanged. Given to grpc-js through its connection injector.
+ */
+export class AuthorityNormalizingConnection extends Duplex {
+  private readonly rewriter: Http2HeaderRewriter;
+
+  constructor(
+    private readonly socket: Socket,
+    onRewrite?: (rewrite: AuthorityRewrite) => void,
+    onProtocolError?: (error: Http2RewriteError) => void,
+  ) {
+    super({ allowHalfOpen: false });
+    this.rewriter = new Http2HeaderRewriter(onRewrite);
+    socket.on("data", (chunk: Buffer) => {
+      let output: Buffer[];
+      try {
+        output = this.rewriter.push(chunk);
+      } catch (error) {
+        if (error instanceof Http2RewriteError) {
+          onProtocolError?.(error);
+        }
+        this.destroy(error instanceof Error ? error : new Error(String(error)));
+        return;
+      }
+      for (const part of output) {
+        if (!this.push(part)) {
+          socket.pause();
+        }
+      }
+    });
+    socket.on("end", () => this.push(null));
+    socket.on("error", (error) => this.destroy(error));
+    socket.on("close", () => {
+      if (!this.destroyed) {
+        this.destroy();
+      }
+    });
+  }
+
+  override _read(): void {
+    this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.socket.write(chunk, encoding, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.socket.end(callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.socket.destroy();
+    callback(error);
+  }
+}

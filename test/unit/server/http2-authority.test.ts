@@ -1,0 +1,264 @@
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import net from "node:net";
+import path from "node:path";
+
+import { encodeWithoutIndexing, HpackDecoder } from "../../../src/server/hpack.js";
+import {
+  AuthorityNormalizingConnection,
+  CLIENT_PREFACE,
+  Http2HeaderRewriter,
+  Http2RewriteError,
+  isValidAuthority,
+  normalizeAuthority,
+} from "../../../src/server/http2-authority.js";
+import { header, makeTempDir } from "./helpers.js";
+
+function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(streamId, 5);
+  return Buffer.concat([head, payload]);
+}
+
+interface ParsedFrame {
+  type: number;
+  flags: number;
+  streamId: number;
+  payload: Buffer;
+}
+
+function parseFrames(bytes: Buffer): ParsedFrame[] {
+  const frames: ParsedFrame[] = [];
+  let offset = 0;
+  while (offset < bytes.length) {
+    const length = bytes.readUIntBE(offset, 3);
+    frames.push({
+      type: bytes[offset + 3] as number,
+      flags: bytes[offset + 4] as number,
+      streamId: bytes.readUInt32BE(offset + 5),
+      payload: bytes.subarray(offset + 9, offset + 9 + length),
+    });
+    offset += 9 + length;
+  }
+  return frames;
+}
+
+describe("HTTP/2 :authority normalization", () => {
+  it("accepts RFC 3986 authorities and refuses socket paths, unix: URIs, spaces and empty values", () => {
+    for (const ok of [
+      "localhost",
+      "localhost:50051",
+      "csi.sock",
+      "[::1]:80",
+      "%2Fcsi%2Fcsi.sock",
+      "user@host",
+    ]) {
+      assert.equal(isValidAuthority(ok), true, ok);
+    }
+    for (const bad of ["/csi/csi.sock", "unix:///csi/csi.sock", "unix:/csi/csi.sock", "a b", ""]) {
+      assert.equal(isValidAuthority(bad), false, bad);
+    }
+  });
+
+  it("replaces an invalid :authority or host, keeps a valid one, and adds a missing one", () => {
+    const replaced = normalizeAuthority([header(":method", "POST"), header(":authority", "/csi/csi.sock")]);
+    assert.deepEqual(replaced.fields[1], header(":authority", "localhost"));
+    assert.deepEqual(replaced.rewrites, [{ header: ":authority", from: "/csi/csi.sock", to: "localhost" }]);
+
+    const kept = normalizeAuthority([header(":method", "POST"), header(":authority", "localhost:9000")]);
+    assert.deepEqual(kept.rewrites, []);
+
+    const added = normalizeAuthority([
+      header(":method", "POST"),
+      header(":path", "/x"),
+      header("te", "trailers"),
+    ]);
+    assert.deepEqual(
+      added.fields.map((field) => field.name),
+      [":method", ":path", ":authority", "te"],
+    );
+
+    const hostOnly = normalizeAuthority([header(":method", "POST"), header("host", "unix:/x")]);
+    assert.deepEqual(hostOnly.fields[1], header("host", "localhost"));
+    assert.equal(hostOnly.fields.length, 2);
+
+    const trailers = normalizeAuthority([header("grpc-status", "0")]);
+    assert.deepEqual(trailers.rewrites, [], "trailers (no :method) get no :authority");
+  });
+
+  describe("frame rewriter", () => {
+    it("re-encodes a padded, prioritized header block split over CONTINUATION frames into plain HEADERS", () => {
+      const rewrites: unknown[] = [];
+      const rewriter = new Http2HeaderRewriter((rewrite) => rewrites.push(rewrite));
+      const block = encodeWithoutIndexing([
+        header(":method", "POST"),
+        header(":path", "/csi.v1.Identity/Probe"),
+        header(":authority", "/var/lib/kubelet/plugins/thinpool.csi.dev/csi.sock"),
+      ]);
+      const priority = Buffer.from([0, 0, 0, 0, 15]);
+      const padding = Buffer.alloc(3);
+      const first = Buffer.concat([Buffer.from([padding.length]), priority, block.subarray(0, 10), padding]);
+      const input = Buffer.concat([
+        CLIENT_PREFACE,
+        frame(0x4, 0, 0, Buffer.alloc(0)),
+        frame(0x1, 0x8 | 0x20 | 0x1, 1, first), // PADDED | PRIORITY | END_STREAM, no END_HEADERS
+        frame(0x9, 0, 1, block.subarray(10, 20)),
+        frame(0x9, 0x4, 1, block.subarray(20)),
+        frame(0x0, 0x1, 3, Buffer.from("data")),
+      ]);
+      // Fed one byte at a time: frame boundaries must not depend on chunking.
+      const output = Buffer.concat([...input].flatMap((byte) => rewriter.push(Buffer.from([byte]))));
+
+      assert.deepEqual(output.subarray(0, CLIENT_PREFACE.length), CLIENT_PREFACE);
+      const frames = parseFrames(output.subarray(CLIENT_PREFACE.length));
+      assert.deepEqual(
+        frames.map((f) => f.type),
+        [0x4, 0x1, 0x0],
+      );
+      const headers = frames[1] as ParsedFrame;
+      assert.equal(
+        headers.flags,
+        0x1 | 0x4 | 0x20,
+        "END_STREAM and PRIORITY kept, PADDED dropped, END_HEADERS set",
+      );
+      assert.equal(headers.streamId, 1);
+      assert.deepEqual(headers.payload.subarray(0, 5), priority);
+      const fields = new HpackDecoder().decode(headers.payload.subarray(5));
+      assert.deepEqual(
+        fields.map((field) => [field.name, field.value]),
+        [
+          [":method", "POST"],
+          [":path", "/csi.v1.Identity/Probe"],
+          [":authority", "localhost"],
+        ],
+      );
+      assert.deepEqual((frames[2] as ParsedFrame).payload, Buffer.from("data"));
+      assert.equal(rewrites.length, 1);
+    });
+
+    it("splits a re-encoded block larger than the minimum frame size into CONTINUATION frames", () => {
+      const rewriter = new Http2HeaderRewriter();
+      const big = header("x-big", "z".repeat(40_000));
+      const input = Buffer.concat([
+        CLIENT_PREFACE,
+        frame(
+          0x1,
+          0x4,
+          1,
+          encodeWithoutIndexing([header(":method", "POST"), header(":authority", "/s"), big]).subarray(0),
+        ),
+      ]);
+      // The input frame is itself larger than 16 KiB; the rewriter accepts it and re-frames.
+      const output = Buffer.concat(rewriter.push(input));
+      const frames = parseFrames(output.subarray(CLIENT_PREFACE.length));
+      assert.ok(frames.length >= 3);
+      assert.ok(frames.every((f) => f.payload.length <= 16384));
+      assert.deepEqual(
+        frames.map((f) => f.type),
+        [0x1, ...Array<number>(frames.length - 1).fill(0x9)],
+      );
+      assert.equal((frames.at(-1) as ParsedFrame).flags & 0x4, 0x4);
+      const fields = new HpackDecoder().decode(Buffer.concat(frames.map((f) => f.payload)));
+      assert.equal(fields[2]?.value.length, 40_000);
+    });
+
+    it("passes a connection that does not start with the HTTP/2 preface through untouched", () => {
+      const rewriter = new Http2HeaderRewriter();
+      const input = Buffer.from("GET / HTTP/1.1\r\nHost: /x\r\n\r\n");
+      assert.deepEqual(Buffer.concat(rewriter.push(input)), input);
+    });
+
+    it("refuses a CONTINUATION without a header block and a frame interleaved into one", () => {
+      const orphan = new Http2HeaderRewriter();
+      assert.throws(
+        () => orphan.push(Buffer.concat([CLIENT_PREFACE, frame(0x9, 0x4, 1, Buffer.alloc(0))])),
+        Http2RewriteError,
+      );
+      const interleaved = new Http2HeaderRewriter();
+      assert.throws(
+        () =>
+          interleaved.push(
+            Buffer.concat([
+              CLIENT_PREFACE,
+              frame(0x1, 0, 1, Buffer.from([0x82])),
+              frame(0x0, 0, 1, Buffer.from("x")),
+            ]),
+          ),
+        /expected a CONTINUATION/,
+      );
+    });
+  });
+
+  it("delivers every request header unchanged (but :authority) from Node's HTTP/2 client, Huffman and dynamic table included", async function () {
+    // Node's client encodes with nghttp2: Huffman where shorter, the dynamic table for repeats, eviction
+    // once the 4 KiB table fills. The server behind the rewriter must see exactly what was sent.
+    this.timeout(20_000);
+    const { dir, cleanup } = makeTempDir();
+    const socketPath = path.join(dir, "h2.sock");
+    const received: Array<Record<string, string>> = [];
+    const server = http2.createServer();
+    server.on("stream", (stream, headers) => {
+      const copy: Record<string, string> = {};
+      for (const [name, value] of Object.entries(headers)) {
+        if (typeof value === "string") copy[name] = value;
+      }
+      received.push(copy);
+      stream.respond({ ":status": 200 });
+      stream.end();
+    });
+    const front = net.createServer((socket) =>
+      server.emit("connection", new AuthorityNormalizingConnection(socket)),
+    );
+    await new Promise<void>((resolve) => front.listen(socketPath, resolve));
+    const session = http2.connect("http://localhost", { createConnection: () => net.connect(socketPath) });
+    try {
+      const sent: Array<Record<string, string>> = [];
+      let seed = 42;
+      const random = (): number => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return seed / 2 ** 31;
+      };
+      const printable = (length: number): string =>
+        Array.from({ length }, () => String.fromCharCode(0x20 + Math.floor(random() * 95)))
+          .join("")
+          .trim() || "x";
+      for (let i = 0; i < 60; i++) {
+        const headers: Record<string, string> = {
+          "x-repeated": "the same value every time",
+          [`x-name-${i % 7}`]: printable(1 + Math.floor(random() * 400)),
+          "x-digits": String(Math.floor(random() * 1e9)),
+        };
+        sent.push(headers);
+        await new Promise<void>((resolve, reject) => {
+          const stream = session.request({
+            ":method": "POST",
+            ":path": `/p/${i}`,
+            ":authority": i % 2 === 0 ? socketPath : "localhost",
+            ...headers,
+          });
+          stream.on("response", () => undefined);
+          stream.on("error", reject);
+          stream.on("close", () => resolve());
+          stream.resume();
+          stream.end();
+        });
+      }
+      assert.equal(received.length, sent.length);
+      received.forEach((headers, i) => {
+        assert.equal(headers[":authority"], "localhost");
+        assert.equal(headers[":path"], `/p/${i}`);
+        for (const [name, value] of Object.entries(sent[i] as Record<string, string>)) {
+          assert.equal(headers[name], value, `request ${i} header ${name}`);
+        }
+      });
+    } finally {
+      session.close();
+      front.close();
+      server.close();
+      cleanup();
+    }
+  });
+});
