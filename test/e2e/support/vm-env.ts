@@ -2,6 +2,11 @@ import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
 import { execa } from "execa";
 
+// These suites write to raw block devices: refuse loudly anywhere but inside the test VM.
+if (process.env.THINPOOL_VM !== "1") {
+  throw new Error("this suite manipulates block devices and must run inside the test VM: use npm run test:e2e");
+}
+
 /** The disks the harness gives the in-VM suites. */
 export const E2E_DATA_DEV = process.env.THINPOOL_E2E_DATA_DEV ?? "/dev/vda";
 export const E2E_META_DEV = process.env.THINPOOL_E2E_META_DEV ?? "/dev/vdb";
