@@ -25,14 +25,14 @@ import { CLUSTER_SCOPED, schemaErrors, validateObject } from "./k8s-validate.js"
 
 const key = (o: K8sObject): string => `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
 
-function assertWellFormed(r: ChartRender): void {
+function assertWellFormed(r: ChartRender, release = RELEASE): void {
   assertAllValid(r.objects);
   const keys = r.objects.map(key);
   assert.equal(new Set(keys).size, keys.length, `duplicate objects: ${keys.join(", ")}`);
   for (const o of r.objects) {
     if (CLUSTER_SCOPED.has(o.kind)) assert.equal(o.metadata.namespace, undefined, `${key(o)} is cluster-scoped`);
     else assert.equal(o.metadata.namespace, NAMESPACE, `${key(o)} is in the release namespace`);
-    assert.equal(o.metadata.labels?.["app.kubernetes.io/instance"], RELEASE, `${key(o)} has the instance label`);
+    assert.equal(o.metadata.labels?.["app.kubernetes.io/instance"], release, `${key(o)} has the instance label`);
   }
 }
 
@@ -331,7 +331,7 @@ describe("deploy: Helm chart", () => {
     assert.ok(render({ nameOverride: "tp" }, [], "x").objects.some((o) => o.metadata.name === "x-tp-node"));
     const long = render({}, [], "a".repeat(70));
     for (const o of long.objects) assert.ok(o.metadata.name.length <= 253);
-    assertWellFormed(render({}, [], "thinpool-csi-prod"));
+    assertWellFormed(render({}, [], "thinpool-csi-prod"), "thinpool-csi-prod");
   });
 
   it("NOTES.txt says what to do next, and what the cluster's snapshot-controller needs", () => {

@@ -143,7 +143,7 @@ export function metadataErrors(o: K8sObject): string[] {
 }
 
 /** Structural OpenAPI v3 schema check (the subset CRD schemas use), unknown fields reported. */
-export function schemaErrors(value: unknown, schema: JsonObject, path: string): string[] {
+export function schemaErrors(value: unknown, schema: JsonObject, path: string, valueValidationOnly = false): string[] {
   const errors: string[] = [];
   const check = (v: unknown, s: JsonObject, p: string): void => {
     if (v === undefined) return;
@@ -178,10 +178,12 @@ export function schemaErrors(value: unknown, schema: JsonObject, path: string): 
         const ps = props[k];
         if (isJsonObject(ps)) check(x, ps, `${p}.${k}`);
         else if (isJsonObject(s.additionalProperties)) check(x, s.additionalProperties, `${p}.${k}`);
-        else if (s["x-kubernetes-preserve-unknown-fields"] !== true) errors.push(`${p}.${k}: unknown field`);
+        else if (s["x-kubernetes-preserve-unknown-fields"] !== true && !valueValidationOnly)
+          errors.push(`${p}.${k}: unknown field`);
       }
       if (Array.isArray(s.oneOf)) {
-        const matching = s.oneOf.filter((alt) => isJsonObject(alt) && schemaErrors(v, { ...alt }, p).length === 0);
+        // oneOf/anyOf/allOf of a structural schema only validate values; fields come from `properties`.
+        const matching = s.oneOf.filter((alt) => isJsonObject(alt) && schemaErrors(v, alt, p, true).length === 0);
         if (matching.length !== 1) errors.push(`${p}: must match exactly one of oneOf (matches ${matching.length})`);
       }
     }
