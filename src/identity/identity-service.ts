@@ -38,7 +38,9 @@ export interface IdentityServiceOptions {
 export const PLUGIN_CAPABILITIES: IdentityResponse<"GetPluginCapabilities">["capabilities"] = [
   { service: { type: "CONTROLLER_SERVICE" } },
   { service: { type: "VOLUME_ACCESSIBILITY_CONSTRAINTS" } },
-  // One enum value per PluginCapability message: ONLINE and OFFLINE are two entries.
+  // One enum value per PluginCapability message: ONLINE and OFFLINE are two entries. Both as issue #3
+  // asks; note that the spec's text ties OFFLINE to the controller EXPAND_VOLUME capability, which this
+  // driver leaves out on purpose (node-only expansion).
   { volume_expansion: { type: "ONLINE" } },
   { volume_expansion: { type: "OFFLINE" } },
 ];
