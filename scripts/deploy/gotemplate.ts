@@ -135,7 +135,8 @@ function splitSegments(src: string, tplName: string): Segment[] {
 }
 
 const IDENT = /[A-Za-z_][A-Za-z0-9_]*/y;
-const NUMBER = /[-+]?(0[xX][0-9a-fA-F_]+|0[bB][01_]+|0[oO]?[0-7_]+|[0-9][0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?|\.[0-9]+([eE][-+]?[0-9]+)?)/y;
+const NUMBER =
+  /[-+]?(0[xX][0-9a-fA-F_]+|0[bB][01_]+|0[oO]?[0-7_]+|[0-9][0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?|\.[0-9]+([eE][-+]?[0-9]+)?)/y;
 
 function unquoteGo(raw: string, where: string): string {
   if (raw.startsWith("`")) return raw.slice(1, -1);
@@ -228,7 +229,11 @@ function tokenize(src: string, where: string): Tok[] {
       if (!m) throw new TemplateError(`${where}: bad number syntax at ${JSON.stringify(src.slice(i))}`);
       const text = m[0].replace(/_/g, "");
       const isFloat = /[.eE]/.test(text) && !/^[-+]?0[xX]/.test(text);
-      toks.push({ k: "number", value: isFloat ? Number(text) : BigInt(text.replace(/^([-+]?)0[oO]?(?=[0-7])/, "$10o")), sp });
+      toks.push({
+        k: "number",
+        value: isFloat ? Number(text) : BigInt(text.replace(/^([-+]?)0[oO]?(?=[0-7])/, "$10o")),
+        sp,
+      });
       i += m[0].length;
     } else {
       IDENT.lastIndex = i;
@@ -272,7 +277,18 @@ type Node =
   | { n: "range"; pipe: Pipeline; body: Node[]; alt: Node[] }
   | { n: "template"; name: string; pipe: Pipeline | null; where: string };
 
-const KEYWORDS = new Set(["if", "else", "end", "range", "with", "define", "template", "block", "break", "continue"]);
+const KEYWORDS = new Set([
+  "if",
+  "else",
+  "end",
+  "range",
+  "with",
+  "define",
+  "template",
+  "block",
+  "break",
+  "continue",
+]);
 
 class PipelineParser {
   private i = 0;
@@ -396,7 +412,12 @@ export interface ParsedTemplate {
 }
 
 /** Parses one file; returns its body and registers its `define`d templates into `defines`. */
-function parseFile(src: string, name: string, funcs: ReadonlySet<string>, defines: Map<string, Node[]>): Node[] {
+function parseFile(
+  src: string,
+  name: string,
+  funcs: ReadonlySet<string>,
+  defines: Map<string, Node[]>,
+): Node[] {
   const segs = splitSegments(src, name);
   let idx = 0;
 
@@ -574,7 +595,8 @@ function toPlain(v: unknown): unknown {
   if (v === NO_VALUE || v === undefined) return null;
   if (typeof v === "bigint") return Number(v);
   if (Array.isArray(v)) return v.map(toPlain);
-  if (v instanceof GoStruct) return Object.fromEntries(Object.entries(v.fields).map(([k, x]) => [k, toPlain(x)]));
+  if (v instanceof GoStruct)
+    return Object.fromEntries(Object.entries(v.fields).map(([k, x]) => [k, toPlain(x)]));
   if (isMap(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, toPlain(x)]));
   return v;
 }
@@ -592,8 +614,10 @@ function goEq(a: unknown, b: unknown): boolean {
   const ka = basicKind(a);
   const kb = basicKind(b);
   if (ka === "nil" || kb === "nil") return ka === kb;
-  if (ka === "other" || kb === "other") throw new TemplateError(`error calling eq: invalid type for comparison`);
-  if (ka !== kb) throw new TemplateError(`error calling eq: incompatible types for comparison (${ka}, ${kb})`);
+  if (ka === "other" || kb === "other")
+    throw new TemplateError(`error calling eq: invalid type for comparison`);
+  if (ka !== kb)
+    throw new TemplateError(`error calling eq: incompatible types for comparison (${ka}, ${kb})`);
   return a === b;
 }
 
@@ -774,7 +798,8 @@ export class TemplateSet {
               .sort()
               .forEach((k) => items.push([k, v[k]]));
           else if (typeof v === "bigint") for (let i = 0n; i < v; i++) items.push([i, i]);
-          else if (!isNil(v)) throw new TemplateError(`${node.pipe.where}: range can't iterate over ${printValue(v)}`);
+          else if (!isNil(v))
+            throw new TemplateError(`${node.pipe.where}: range can't iterate over ${printValue(v)}`);
           if (items.length === 0) {
             this.exec(node.alt, dot, { vars: new Map(), parent: scope }, out);
             break;
@@ -812,7 +837,8 @@ export class TemplateSet {
     const [head, ...rest] = cmd.args as [Term, ...Term[]];
     const hasFinal = final !== NO_VALUE;
     if (head.t === "func") {
-      if (CONTROL_FUNCS.has(head.name)) return this.evalControlFunc(head.name, rest, dot, scope, final, where);
+      if (CONTROL_FUNCS.has(head.name))
+        return this.evalControlFunc(head.name, rest, dot, scope, final, where);
       const fn = this.funcs.get(head.name)!;
       const args = rest.map((a) => this.evalArg(a, dot, scope, where));
       if (hasFinal) args.push(final);
@@ -859,7 +885,8 @@ export class TemplateSet {
       case "literal":
         return term.value;
       case "func": {
-        if (CONTROL_FUNCS.has(term.name)) throw new TemplateError(`${where}: wrong number of args for ${term.name}`);
+        if (CONTROL_FUNCS.has(term.name))
+          throw new TemplateError(`${where}: wrong number of args for ${term.name}`);
         return this.funcs.get(term.name)!();
       }
       default:
@@ -908,7 +935,6 @@ export class TemplateSet {
   }
 
   private builtins(): Record<string, GoFunc> {
-    const self = this;
     const empty = (v: unknown): boolean => !truth(v);
     return {
       // Go text/template builtins
@@ -932,10 +958,12 @@ export class TemplateSet {
         for (const k of keys) {
           if (Array.isArray(cur)) {
             const i = asLen(k, "index");
-            if (i < 0 || i >= cur.length) throw new TemplateError(`error calling index: index out of range: ${i}`);
+            if (i < 0 || i >= cur.length)
+              throw new TemplateError(`error calling index: index out of range: ${i}`);
             cur = cur[i];
           } else if (isMap(cur)) {
-            if (typeof k !== "string") throw new TemplateError("error calling index: map key must be a string");
+            if (typeof k !== "string")
+              throw new TemplateError("error calling index: map key must be a string");
             cur = Object.prototype.hasOwnProperty.call(cur, k) ? cur[k] : NO_VALUE;
           } else if (isNil(cur)) {
             throw new TemplateError("error calling index: index of untyped nil");
@@ -946,7 +974,7 @@ export class TemplateSet {
       print: (...args) => args.map(printValue).join(""),
       printf: (format, ...args) => goSprintf(String(format), args),
       // Helm
-      include: (name, data) => self.renderNamed(String(name), data),
+      include: (name, data) => this.renderNamed(String(name), data),
       required: (msg, v) => {
         if (isNil(v) || (typeof v === "string" && v === "")) throw new TemplateError(String(msg));
         return v;

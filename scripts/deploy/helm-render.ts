@@ -14,7 +14,12 @@ export type JsonObject = { [k: string]: unknown };
 export interface K8sObject extends JsonObject {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
 }
 
 export interface RenderedFile {
@@ -110,7 +115,8 @@ function chartStruct(meta: JsonObject): GoStruct {
 function toObjects(text: string, where: string): K8sObject[] {
   const objects: K8sObject[] = [];
   for (const doc of parseAllDocuments(text, { version: "1.1" })) {
-    if (doc.errors.length) throw new ChartRenderError(`${where}: YAML parse error: ${doc.errors[0]!.message}\n${text}`);
+    if (doc.errors.length)
+      throw new ChartRenderError(`${where}: YAML parse error: ${doc.errors[0]!.message}\n${text}`);
     const obj: unknown = doc.toJS();
     if (obj === null || obj === undefined) continue;
     if (!isJsonObject(obj) || typeof obj.apiVersion !== "string" || typeof obj.kind !== "string")
@@ -126,7 +132,8 @@ function toObjects(text: string, where: string): K8sObject[] {
 export function renderChart(input: RenderInput): ChartRender {
   const chartMeta = parseYaml11(readFileSync(join(input.chartDir, "Chart.yaml"), "utf8"));
   const defaults = parseYaml11(readFileSync(join(input.chartDir, "values.yaml"), "utf8"));
-  if (!isJsonObject(chartMeta) || typeof chartMeta.name !== "string") throw new ChartRenderError("bad Chart.yaml");
+  if (!isJsonObject(chartMeta) || typeof chartMeta.name !== "string")
+    throw new ChartRenderError("bad Chart.yaml");
   if (!isJsonObject(defaults)) throw new ChartRenderError("bad values.yaml");
   const values = mergeValues(defaults, input.values ?? {});
   const chartName = chartMeta.name;

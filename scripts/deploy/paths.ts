@@ -8,7 +8,11 @@ export function repoRoot(from: string = dirname(fileURLToPath(import.meta.url)))
     const pkg = join(dir, "package.json");
     if (existsSync(pkg)) {
       const parsed: unknown = JSON.parse(readFileSync(pkg, "utf8"));
-      if (typeof parsed === "object" && parsed !== null && (parsed as { name?: unknown }).name === "thinpool-csi")
+      if (
+        typeof parsed === "object" &&
+        parsed !== null &&
+        (parsed as { name?: unknown }).name === "thinpool-csi"
+      )
         return dir;
     }
     if (dirname(dir) === dir) throw new Error(`no thinpool-csi package.json above ${from}`);

@@ -18,7 +18,10 @@ export const MANIFEST_RELEASE = "thinpool-csi";
 /** .Release.Service for the plain manifests: becomes app.kubernetes.io/managed-by. */
 export const MANIFEST_SERVICE = "kustomize";
 /** The cluster the plain manifests are for: it serves the snapshot.storage.k8s.io/v1 CRDs. */
-export const MANIFEST_API_VERSIONS = ["snapshot.storage.k8s.io/v1", "snapshot.storage.k8s.io/v1/VolumeSnapshotClass"];
+export const MANIFEST_API_VERSIONS = [
+  "snapshot.storage.k8s.io/v1",
+  "snapshot.storage.k8s.io/v1/VolumeSnapshotClass",
+];
 /** Values of the plain manifests, over the chart's values.yaml. */
 export const MANIFEST_VALUES: JsonObject = {
   config: {
@@ -98,7 +101,9 @@ export function renderManifestSet(): ManifestSet {
   for (const f of render.files) {
     for (const o of f.objects) {
       if (o.metadata.annotations?.["helm.sh/hook"])
-        throw new Error(`${f.template}: ${o.kind}/${o.metadata.name} is a Helm hook; plain manifests cannot hold it`);
+        throw new Error(
+          `${f.template}: ${o.kind}/${o.metadata.name} is a Helm hook; plain manifests cannot hold it`,
+        );
     }
     const name = basename(f.template);
     if (files.has(name)) throw new Error(`two chart templates map to ${name}`);
@@ -125,7 +130,8 @@ function docsToYaml(objects: K8sObject[]): string {
 export async function renderManifestTexts(): Promise<Map<string, string>> {
   const set = renderManifestSet();
   const out = new Map<string, string>();
-  for (const [name, objects] of set.files) out.set(name, await prettyYaml(GENERATED_HEADER + docsToYaml(objects)));
+  for (const [name, objects] of set.files)
+    out.set(name, await prettyYaml(GENERATED_HEADER + docsToYaml(objects)));
   out.set(
     "kustomization.yaml",
     await prettyYaml(
@@ -148,7 +154,9 @@ async function main(): Promise<void> {
   const texts = await renderManifestTexts();
   const present = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".yaml")) : [];
   const stale = present.filter((f) => !texts.has(f));
-  const changed = [...texts].filter(([f, t]) => !existsSync(join(dir, f)) || readFileSync(join(dir, f), "utf8") !== t);
+  const changed = [...texts].filter(
+    ([f, t]) => !existsSync(join(dir, f)) || readFileSync(join(dir, f), "utf8") !== t,
+  );
   if (check) {
     if (stale.length || changed.length) {
       console.error(

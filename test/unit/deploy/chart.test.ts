@@ -7,7 +7,13 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { type ChartRender, isJsonObject, type JsonObject, type K8sObject, parseYaml11 } from "../../../scripts/deploy/helm-render.js";
+import {
+  type ChartRender,
+  isJsonObject,
+  type JsonObject,
+  type K8sObject,
+  parseYaml11,
+} from "../../../scripts/deploy/helm-render.js";
 import { CHART_DIR, repoRoot } from "../../../scripts/deploy/paths.js";
 import {
   assertAllValid,
@@ -30,9 +36,14 @@ function assertWellFormed(r: ChartRender, release = RELEASE): void {
   const keys = r.objects.map(key);
   assert.equal(new Set(keys).size, keys.length, `duplicate objects: ${keys.join(", ")}`);
   for (const o of r.objects) {
-    if (CLUSTER_SCOPED.has(o.kind)) assert.equal(o.metadata.namespace, undefined, `${key(o)} is cluster-scoped`);
+    if (CLUSTER_SCOPED.has(o.kind))
+      assert.equal(o.metadata.namespace, undefined, `${key(o)} is cluster-scoped`);
     else assert.equal(o.metadata.namespace, NAMESPACE, `${key(o)} is in the release namespace`);
-    assert.equal(o.metadata.labels?.["app.kubernetes.io/instance"], release, `${key(o)} has the instance label`);
+    assert.equal(
+      o.metadata.labels?.["app.kubernetes.io/instance"],
+      release,
+      `${key(o)} has the instance label`,
+    );
   }
 }
 
@@ -47,15 +58,31 @@ const EVERYTHING: JsonObject = {
   config: {
     overProvisioningRatio: 5,
     pools: [
-      { name: "fast", source: { type: "devices", data: "/dev/disk/by-id/nvme-a", metadata: "/dev/disk/by-id/nvme-b", blockSize: "128Ki" } },
+      {
+        name: "fast",
+        source: {
+          type: "devices",
+          data: "/dev/disk/by-id/nvme-a",
+          metadata: "/dev/disk/by-id/nvme-b",
+          blockSize: "128Ki",
+        },
+      },
     ],
     nodes: {
-      "dev-box": { pools: [{ name: "fast", source: { type: "loop", dataSize: "20Gi", metadataSize: "256Mi" } }] },
-      "node-b": { pools: [{ name: "fast", source: { type: "existing", device: "/dev/mapper/vg1-pool-tpool" } }] },
+      "dev-box": {
+        pools: [{ name: "fast", source: { type: "loop", dataSize: "20Gi", metadataSize: "256Mi" } }],
+      },
+      "node-b": {
+        pools: [{ name: "fast", source: { type: "existing", device: "/dev/mapper/vg1-pool-tpool" } }],
+      },
     },
   },
   driver: {
-    image: { registry: "registry.example.com/", repository: "storage/thinpool-csi", digest: "sha256:" + "a".repeat(64) },
+    image: {
+      registry: "registry.example.com/",
+      repository: "storage/thinpool-csi",
+      digest: "sha256:" + "a".repeat(64),
+    },
     logLevel: "debug",
     extraArgs: ["--socket-mode=0660"],
     extraEnv: [{ name: "LOG_FORMAT", value: "json" }],
@@ -63,13 +90,22 @@ const EVERYTHING: JsonObject = {
     resources: { limits: { memory: "1Gi" } },
   },
   sidecars: {
-    provisioner: { image: { registry: "mirror.example.com", tag: "v6.3.1" }, extraArgs: ["--kube-api-qps=20"] },
+    provisioner: {
+      image: { registry: "mirror.example.com", tag: "v6.3.1" },
+      extraArgs: ["--kube-api-qps=20"],
+    },
     securityContext: { privileged: true },
   },
   node: {
     nodeSelector: { "thinpool.csi.dev/pool": "yes" },
     tolerations: [{ operator: "Exists" }],
-    affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: "x", operator: "Exists" }] }] } } },
+    affinity: {
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [{ matchExpressions: [{ key: "x", operator: "Exists" }] }],
+        },
+      },
+    },
     priorityClassName: "system-node-critical",
     podAnnotations: { "example.com/a": "b" },
     podLabels: { team: "storage" },
@@ -143,27 +179,38 @@ describe("deploy: Helm chart", () => {
     const ds = only(r.objects, "DaemonSet");
     const spec = podSpec(ds);
     assert.equal(spec.priorityClassName, "thinpool-csi-node");
-    assert.equal(only(r.objects, "PriorityClass").value, 1000000, "value stays an integer (Go prints float64 1e+06)");
+    assert.equal(
+      only(r.objects, "PriorityClass").value,
+      1000000,
+      "value stays an integer (Go prints float64 1e+06)",
+    );
     assert.equal(container(spec, "thinpool-csi").image, "ghcr.io/thinpool-csi/thinpool-csi:0.1.0");
   });
 
   it("renders valid objects with every option on", () => {
     const r = render(EVERYTHING, [...MONITORING_API]);
     assertWellFormed(r);
-    for (const k of ["CustomResourceDefinition", "Deployment", "PodMonitor", "VolumeSnapshotClass"]) assert.ok(kinds(r).includes(k), k);
+    for (const k of ["CustomResourceDefinition", "Deployment", "PodMonitor", "VolumeSnapshotClass"])
+      assert.ok(kinds(r).includes(k), k);
     assert.ok(!kinds(r).includes("PriorityClass"));
     const spec = podSpec(only(r.objects, "DaemonSet", "tp-node"));
     assert.equal(spec.priorityClassName, "system-node-critical");
     const driver = container(spec, "thinpool-csi");
     assert.equal(driver.image, `registry.example.com/storage/thinpool-csi@sha256:${"a".repeat(64)}`);
-    assert.equal(container(spec, "csi-provisioner").image, "mirror.example.com/sig-storage/csi-provisioner:v6.3.1");
+    assert.equal(
+      container(spec, "csi-provisioner").image,
+      "mirror.example.com/sig-storage/csi-provisioner:v6.3.1",
+    );
     assert.ok(driver.args?.includes("--socket-mode=0660") && driver.args.includes("--log-level=debug"));
     assert.ok(container(spec, "csi-provisioner").args?.includes("--kube-api-qps=20"));
     assert.ok(driver.volumeMounts?.some((m) => m.mountPath === "/run/lock"));
     assert.equal(spec.volumes?.find((v) => v.name === "state")?.hostPath?.path, "/srv/thinpool-csi");
     const text = JSON.stringify(r.objects);
     assert.ok(!text.includes("/var/lib/kubelet"), "no path of the default kubelet dir is left");
-    assert.equal(only(r.objects, "Deployment").spec && (only(r.objects, "Deployment").spec as JsonObject).replicas, 3);
+    assert.equal(
+      only(r.objects, "Deployment").spec && (only(r.objects, "Deployment").spec as JsonObject).replicas,
+      3,
+    );
   });
 
   it("renders the pool configuration into the driver's config file, and restarts the driver when it changes", () => {
@@ -171,22 +218,40 @@ describe("deploy: Helm chart", () => {
     const cm = only(r.objects, "ConfigMap", "tp-config");
     const text = (cm.data as Record<string, string>)["config.yaml"] ?? "";
     const config: unknown = parseYaml(text);
-    assert.deepEqual(config, { ...(EVERYTHING.config as JsonObject), reservedDataPercent: 10, reservedMetadataPercent: 10 });
-    const annotations = (podSpecTemplate(only(r.objects, "DaemonSet")).metadata as JsonObject).annotations as JsonObject;
-    assert.equal(annotations["checksum/config"], createHash("sha256").update(text.replace(/\n$/, "")).digest("hex"));
+    assert.deepEqual(config, {
+      ...(EVERYTHING.config as JsonObject),
+      reservedDataPercent: 10,
+      reservedMetadataPercent: 10,
+    });
+    const annotations = (podSpecTemplate(only(r.objects, "DaemonSet")).metadata as JsonObject)
+      .annotations as JsonObject;
+    assert.equal(
+      annotations["checksum/config"],
+      createHash("sha256").update(text.replace(/\n$/, "")).digest("hex"),
+    );
     const other = render({ config: { overProvisioningRatio: 3 } });
-    const otherAnn = (podSpecTemplate(only(other.objects, "DaemonSet")).metadata as JsonObject).annotations as JsonObject;
+    const otherAnn = (podSpecTemplate(only(other.objects, "DaemonSet")).metadata as JsonObject)
+      .annotations as JsonObject;
     assert.notEqual(otherAnn["checksum/config"], annotations["checksum/config"]);
   });
 
   it("refuses pool configurations the driver cannot use", () => {
     const bad: Array<[JsonObject, RegExp]> = [
-      [{ config: { pools: [{ name: "p", source: { type: "lvm", device: "x" } }] } }, /source.type must be existing, devices or loop/],
+      [
+        { config: { pools: [{ name: "p", source: { type: "lvm", device: "x" } }] } },
+        /source.type must be existing, devices or loop/,
+      ],
       [{ config: { pools: [{ name: "p", source: { type: "existing" } }] } }, /needs source.device/],
-      [{ config: { pools: [{ name: "p", source: { type: "devices", data: "/dev/a" } }] } }, /needs source.data and source.metadata/],
+      [
+        { config: { pools: [{ name: "p", source: { type: "devices", data: "/dev/a" } }] } },
+        /needs source.data and source.metadata/,
+      ],
       [{ config: { pools: [{ source: { type: "loop" } }] } }, /config.pools\[0\].name is required/],
       [{ config: { pools: [], nodes: {} } }, /must name at least one pool/],
-      [{ config: { pools: [], nodes: { n1: { pools: [{ name: "p", source: {} }] } } } }, /config.nodes.n1.pools\[0\]/],
+      [
+        { config: { pools: [], nodes: { n1: { pools: [{ name: "p", source: {} }] } } } },
+        /config.nodes.n1.pools\[0\]/,
+      ],
       [{ config: { pools: { name: "p" } } }, /config.pools must be a list/],
       [{ kubeletDir: "var/lib/kubelet" }, /kubeletDir must be an absolute path/],
       [{ storageClasses: [{ fsType: "xfs" }] }, /storageClasses\[0\].name is required/],
@@ -194,7 +259,9 @@ describe("deploy: Helm chart", () => {
     ];
     for (const [values, message] of bad) assert.throws(() => render(values), message, JSON.stringify(values));
     // pools only per node are fine
-    assertWellFormed(render({ config: { pools: [], nodes: { n1: { pools: [{ name: "p", source: { type: "loop" } }] } } } }));
+    assertWellFormed(
+      render({ config: { pools: [], nodes: { n1: { pools: [{ name: "p", source: { type: "loop" } }] } } } }),
+    );
   });
 
   it("StorageClasses: defaults, cluster default, and every field passed through", () => {
@@ -212,7 +279,9 @@ describe("deploy: Helm chart", () => {
     assert.deepEqual(xfs.parameters, { "csi.storage.k8s.io/fstype": "xfs", pool: "fast", stripe: "2" });
     assert.equal(xfs.metadata.labels?.tier, "local");
     assert.equal(xfs.metadata.annotations, undefined);
-    assert.deepEqual(xfs.allowedTopologies, [{ matchLabelExpressions: [{ key: "thinpool.csi.dev/node", values: ["node-b"] }] }]);
+    assert.deepEqual(xfs.allowedTopologies, [
+      { matchLabelExpressions: [{ key: "thinpool.csi.dev/node", values: ["node-b"] }] },
+    ]);
     assert.equal(render({ storageClasses: [] }).objects.filter((o) => o.kind === "StorageClass").length, 0);
   });
 
@@ -243,7 +312,9 @@ describe("deploy: Helm chart", () => {
 
   it("snapshot CRDs: off by default, kept on uninstall, and their schemas accept and refuse snapshot objects", () => {
     assert.equal(render().objects.filter((o) => o.kind === "CustomResourceDefinition").length, 0);
-    const crds = render({ snapshotCRDs: { install: true } }).objects.filter((o) => o.kind === "CustomResourceDefinition");
+    const crds = render({ snapshotCRDs: { install: true } }).objects.filter(
+      (o) => o.kind === "CustomResourceDefinition",
+    );
     assert.deepEqual(crds.map((c) => c.metadata.name).sort(), [
       "volumesnapshotclasses.snapshot.storage.k8s.io",
       "volumesnapshotcontents.snapshot.storage.k8s.io",
@@ -252,7 +323,10 @@ describe("deploy: Helm chart", () => {
     for (const c of crds) {
       assert.equal(c.metadata.annotations?.["helm.sh/resource-policy"], "keep");
       const versions = (c.spec as JsonObject).versions as JsonObject[];
-      assert.deepEqual(versions.map((v) => [v.name, v.served, v.storage]), [["v1", true, true]]);
+      assert.deepEqual(
+        versions.map((v) => [v.name, v.served, v.storage]),
+        [["v1", true, true]],
+      );
     }
     const ctx = validationContext();
     const vs = (source: JsonObject): K8sObject => ({
@@ -262,7 +336,10 @@ describe("deploy: Helm chart", () => {
       spec: { volumeSnapshotClassName: "thinpool", source },
     });
     assert.deepEqual(validateObject(vs({ persistentVolumeClaimName: "data" }), ctx), []);
-    assert.notDeepEqual(validateObject(vs({ persistentVolumeClaimName: "a", volumeSnapshotContentName: "b" }), ctx), []);
+    assert.notDeepEqual(
+      validateObject(vs({ persistentVolumeClaimName: "a", volumeSnapshotContentName: "b" }), ctx),
+      [],
+    );
     assert.notDeepEqual(validateObject(vs({}), ctx), []);
     const content: K8sObject = {
       apiVersion: "snapshot.storage.k8s.io/v1",
@@ -274,10 +351,18 @@ describe("deploy: Helm chart", () => {
         source: { volumeHandle: "pvc-1" },
         volumeSnapshotRef: { name: "s", namespace: "default" },
       },
-      status: { readyToUse: true, restoreSize: 1073741824, creationTime: 1700000000000000000, snapshotHandle: "snap-1" },
+      status: {
+        readyToUse: true,
+        restoreSize: 1073741824,
+        creationTime: 1700000000000000000,
+        snapshotHandle: "snap-1",
+      },
     };
     assert.deepEqual(validateObject(content, ctx), []);
-    assert.notDeepEqual(validateObject({ ...content, spec: { ...(content.spec as JsonObject), deletionPolicy: "Keep" } }, ctx), []);
+    assert.notDeepEqual(
+      validateObject({ ...content, spec: { ...(content.spec as JsonObject), deletionPolicy: "Keep" } }, ctx),
+      [],
+    );
     const vsc = render({}, SNAPSHOT_API).objects.find((o) => o.kind === "VolumeSnapshotClass");
     assert.ok(vsc);
     assert.notDeepEqual(validateObject({ ...vsc, drivr: "x" }, ctx), [], "unknown fields are refused");
@@ -285,21 +370,46 @@ describe("deploy: Helm chart", () => {
 
   it("PodMonitor only when metrics are on and the cluster serves PodMonitor; it scrapes named ports of the pods", () => {
     assert.equal(render().objects.filter((o) => o.kind === "PodMonitor").length, 0);
-    assert.equal(render({ metrics: { enabled: false } }, MONITORING_API).objects.filter((o) => o.kind === "PodMonitor").length, 0);
-    assert.equal(render({ metrics: { podMonitor: { enabled: false } } }, MONITORING_API).objects.filter((o) => o.kind === "PodMonitor").length, 0);
+    assert.equal(
+      render({ metrics: { enabled: false } }, MONITORING_API).objects.filter((o) => o.kind === "PodMonitor")
+        .length,
+      0,
+    );
+    assert.equal(
+      render({ metrics: { podMonitor: { enabled: false } } }, MONITORING_API).objects.filter(
+        (o) => o.kind === "PodMonitor",
+      ).length,
+      0,
+    );
     const r = render({}, MONITORING_API);
     const pm = only(r.objects, "PodMonitor");
     const ds = only(r.objects, "DaemonSet");
-    const spec = pm.spec as { selector: { matchLabels: Record<string, string> }; podMetricsEndpoints: Array<{ port: string }>; namespaceSelector: JsonObject };
+    const spec = pm.spec as {
+      selector: { matchLabels: Record<string, string> };
+      podMetricsEndpoints: Array<{ port: string }>;
+      namespaceSelector: JsonObject;
+    };
     const podLabels = (podSpecTemplate(ds).metadata as JsonObject).labels as Record<string, string>;
-    for (const [k, v] of Object.entries(spec.selector.matchLabels)) assert.equal(podLabels[k], v, `selector ${k}`);
+    for (const [k, v] of Object.entries(spec.selector.matchLabels))
+      assert.equal(podLabels[k], v, `selector ${k}`);
     assert.deepEqual(spec.namespaceSelector, { matchNames: [NAMESPACE] });
     const ports = podSpec(ds).containers.flatMap((c) => (c.ports ?? []).map((p) => p.name));
-    assert.deepEqual(spec.podMetricsEndpoints.map((e) => e.port), ["metrics", "provisioner", "snapshotter", "resizer"]);
+    assert.deepEqual(
+      spec.podMetricsEndpoints.map((e) => e.port),
+      ["metrics", "provisioner", "snapshotter", "resizer"],
+    );
     for (const e of spec.podMetricsEndpoints) assert.ok(ports.includes(e.port), `port ${e.port} exists`);
     assert.match(r.notes, /A PodMonitor/);
-    const noSidecars = only(render({ metrics: { podMonitor: { sidecars: false } } }, MONITORING_API).objects, "PodMonitor");
-    assert.deepEqual((noSidecars.spec as { podMetricsEndpoints: Array<{ port: string }> }).podMetricsEndpoints.map((e) => e.port), ["metrics"]);
+    const noSidecars = only(
+      render({ metrics: { podMonitor: { sidecars: false } } }, MONITORING_API).objects,
+      "PodMonitor",
+    );
+    assert.deepEqual(
+      (noSidecars.spec as { podMetricsEndpoints: Array<{ port: string }> }).podMetricsEndpoints.map(
+        (e) => e.port,
+      ),
+      ["metrics"],
+    );
   });
 
   it("metrics off: no metrics port and an empty --metrics-address", () => {

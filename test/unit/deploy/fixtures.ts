@@ -15,14 +15,22 @@ export const SNAPSHOT_API = ["snapshot.storage.k8s.io/v1", "snapshot.storage.k8s
 export const MONITORING_API = ["monitoring.coreos.com/v1", "monitoring.coreos.com/v1/PodMonitor"];
 
 export function render(values: JsonObject = {}, apiVersions: string[] = [], release = RELEASE): ChartRender {
-  return renderChart({ chartDir: CHART_DIR(), releaseName: release, namespace: NAMESPACE, values, apiVersions });
+  return renderChart({
+    chartDir: CHART_DIR(),
+    releaseName: release,
+    namespace: NAMESPACE,
+    values,
+    apiVersions,
+  });
 }
 
 let ctx: ValidationContext | null = null;
 /** Validation context holding the chart's own snapshot CRD schemas. */
 export function validationContext(): ValidationContext {
   if (!ctx) {
-    const crds = render({ snapshotCRDs: { install: true } }).objects.filter((o) => o.kind === "CustomResourceDefinition");
+    const crds = render({ snapshotCRDs: { install: true } }).objects.filter(
+      (o) => o.kind === "CustomResourceDefinition",
+    );
     assert.equal(crds.length, 3, "the chart renders three snapshot CRDs");
     ctx = contextFromCrds(crds);
   }

@@ -3,7 +3,13 @@
  * (and Helm's function map) produces for the same template, so the chart renders here as under helm.
  */
 import assert from "node:assert/strict";
-import { formatFloat, GoMethod, GoStruct, TemplateError, TemplateSet } from "../../../scripts/deploy/gotemplate.js";
+import {
+  formatFloat,
+  GoMethod,
+  GoStruct,
+  TemplateError,
+  TemplateSet,
+} from "../../../scripts/deploy/gotemplate.js";
 
 function render(src: string, data: unknown = {}, partials: Record<string, string> = {}): string {
   const set = new TemplateSet();
@@ -32,8 +38,14 @@ describe("deploy: Go template renderer", () => {
   });
 
   it("ranges over lists (index is an int), maps in key order, and runs else when empty", () => {
-    assert.equal(render(`{{ range $i, $v := .l }}{{ $i }}={{ $v }};{{ end }}`, { l: ["a", "b"] }), "0=a;1=b;");
-    assert.equal(render(`{{ range $k, $v := .m }}{{ $k }}={{ . }};{{ end }}`, { m: { z: 1, a: 2 } }), "a=2;z=1;");
+    assert.equal(
+      render(`{{ range $i, $v := .l }}{{ $i }}={{ $v }};{{ end }}`, { l: ["a", "b"] }),
+      "0=a;1=b;",
+    );
+    assert.equal(
+      render(`{{ range $k, $v := .m }}{{ $k }}={{ . }};{{ end }}`, { m: { z: 1, a: 2 } }),
+      "a=2;z=1;",
+    );
     assert.equal(render(`{{ range .l }}x{{ else }}empty{{ end }}`, { l: [] }), "empty");
     assert.throws(() => render(`{{ range .s }}{{ end }}`, { s: 1.5 }), TemplateError);
   });
@@ -92,7 +104,10 @@ describe("deploy: Go template renderer", () => {
     const caps = new GoStruct("Caps", {
       APIVersions: new GoStruct("VersionSet", { Has: new GoMethod((v) => v === "x/v1") }),
     });
-    assert.equal(render(`{{ .APIVersions.Has "x/v1" }} {{ if (.APIVersions.Has "y/v1") }}y{{ end }}`, caps), "true ");
+    assert.equal(
+      render(`{{ .APIVersions.Has "x/v1" }} {{ if (.APIVersions.Has "y/v1") }}y{{ end }}`, caps),
+      "true ",
+    );
   });
 
   it("toYaml sorts keys, nests with nindent, and quotes YAML 1.1 special strings", () => {

@@ -43,7 +43,10 @@ const BUILTIN: Record<string, [ModelCtor, string]> = {
   "storage.k8s.io/v1/CSIDriver": [asCtor(CSIDriver), "V1CSIDriver"],
   "storage.k8s.io/v1/StorageClass": [asCtor(StorageClass), "V1StorageClass"],
   "scheduling.k8s.io/v1/PriorityClass": [asCtor(PriorityClass), "V1PriorityClass"],
-  "apiextensions.k8s.io/v1/CustomResourceDefinition": [asCtor(CustomResourceDefinition), "V1CustomResourceDefinition"],
+  "apiextensions.k8s.io/v1/CustomResourceDefinition": [
+    asCtor(CustomResourceDefinition),
+    "V1CustomResourceDefinition",
+  ],
 };
 
 export const CLUSTER_SCOPED = new Set([
@@ -123,7 +126,8 @@ export function strictFieldErrors(value: unknown, type: string, path: string): s
   return errors;
 }
 
-const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_KEY =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
@@ -134,7 +138,8 @@ export function metadataErrors(o: K8sObject): string[] {
   if (!DNS_SUBDOMAIN.test(o.metadata.name) || o.metadata.name.length > 253) errors.push(`${where}: bad name`);
   for (const [k, v] of Object.entries(o.metadata.labels ?? {})) {
     if (!LABEL_KEY.test(k)) errors.push(`${where}: bad label key ${k}`);
-    if (typeof v !== "string" || v.length > 63 || !LABEL_VALUE.test(v)) errors.push(`${where}: bad label value ${k}=${String(v)}`);
+    if (typeof v !== "string" || v.length > 63 || !LABEL_VALUE.test(v))
+      errors.push(`${where}: bad label value ${k}=${String(v)}`);
   }
   for (const [k, v] of Object.entries(o.metadata.annotations ?? {}))
     if (typeof v !== "string") errors.push(`${where}: annotation ${k} is not a string`);
@@ -143,7 +148,12 @@ export function metadataErrors(o: K8sObject): string[] {
 }
 
 /** Structural OpenAPI v3 schema check (the subset CRD schemas use), unknown fields reported. */
-export function schemaErrors(value: unknown, schema: JsonObject, path: string, valueValidationOnly = false): string[] {
+export function schemaErrors(
+  value: unknown,
+  schema: JsonObject,
+  path: string,
+  valueValidationOnly = false,
+): string[] {
   const errors: string[] = [];
   const check = (v: unknown, s: JsonObject, p: string): void => {
     if (v === undefined) return;
@@ -164,11 +174,14 @@ export function schemaErrors(value: unknown, schema: JsonObject, path: string, v
       (type === "integer" && typeof v === "number" && Number.isInteger(v)) ||
       (type === "number" && typeof v === "number");
     if (!typeOk) return void errors.push(`${p}: expected ${String(type)}, got ${JSON.stringify(v)}`);
-    if (Array.isArray(s.enum) && !s.enum.includes(v)) errors.push(`${p}: ${JSON.stringify(v)} not in ${JSON.stringify(s.enum)}`);
+    if (Array.isArray(s.enum) && !s.enum.includes(v))
+      errors.push(`${p}: ${JSON.stringify(v)} not in ${JSON.stringify(s.enum)}`);
     if (typeof v === "string" && typeof s.pattern === "string" && !new RegExp(s.pattern).test(v))
       errors.push(`${p}: does not match ${s.pattern}`);
-    if (typeof v === "number" && typeof s.minimum === "number" && v < s.minimum) errors.push(`${p}: below minimum`);
-    if (Array.isArray(v) && isJsonObject(s.items)) v.forEach((x, i) => check(x, s.items as JsonObject, `${p}[${i}]`));
+    if (typeof v === "number" && typeof s.minimum === "number" && v < s.minimum)
+      errors.push(`${p}: below minimum`);
+    if (Array.isArray(v) && isJsonObject(s.items))
+      v.forEach((x, i) => check(x, s.items as JsonObject, `${p}[${i}]`));
     if (isJsonObject(v)) {
       if (p.endsWith(".metadata") && type === "object" && !s.properties) return;
       const props = isJsonObject(s.properties) ? s.properties : {};
@@ -183,8 +196,11 @@ export function schemaErrors(value: unknown, schema: JsonObject, path: string, v
       }
       if (Array.isArray(s.oneOf)) {
         // oneOf/anyOf/allOf of a structural schema only validate values; fields come from `properties`.
-        const matching = s.oneOf.filter((alt) => isJsonObject(alt) && schemaErrors(v, alt, p, true).length === 0);
-        if (matching.length !== 1) errors.push(`${p}: must match exactly one of oneOf (matches ${matching.length})`);
+        const matching = s.oneOf.filter(
+          (alt) => isJsonObject(alt) && schemaErrors(v, alt, p, true).length === 0,
+        );
+        if (matching.length !== 1)
+          errors.push(`${p}: must match exactly one of oneOf (matches ${matching.length})`);
       }
     }
   };
@@ -220,7 +236,10 @@ export const POD_MONITOR_SCHEMA: JsonObject = {
           type: "object",
           properties: {
             matchLabels: { type: "object", additionalProperties: { type: "string" } },
-            matchExpressions: { type: "array", items: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
+            matchExpressions: {
+              type: "array",
+              items: { type: "object", "x-kubernetes-preserve-unknown-fields": true },
+            },
           },
         },
         namespaceSelector: {
@@ -234,8 +253,16 @@ export const POD_MONITOR_SCHEMA: JsonObject = {
             properties: {
               port: { type: "string" },
               path: { type: "string" },
-              interval: { type: "string", pattern: "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$" },
-              scrapeTimeout: { type: "string", pattern: "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$" },
+              interval: {
+                type: "string",
+                pattern:
+                  "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+              },
+              scrapeTimeout: {
+                type: "string",
+                pattern:
+                  "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+              },
             },
           },
         },
@@ -281,7 +308,8 @@ export function validateObject(o: K8sObject, ctx: ValidationContext): string[] {
     return errors;
   }
   const schema = ctx.crdSchemas.get(`${group}/${o.kind}`);
-  if (!schema || !o.apiVersion.endsWith("/v1")) return [...errors, `${where}: no schema for ${o.apiVersion} ${o.kind}`];
+  if (!schema || !o.apiVersion.endsWith("/v1"))
+    return [...errors, `${where}: no schema for ${o.apiVersion} ${o.kind}`];
   errors.push(...schemaErrors(o, schema, where));
   return errors;
 }

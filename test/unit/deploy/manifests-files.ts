@@ -20,7 +20,10 @@ export function parseObjects(text: string, where: string): K8sObject[] {
     assert.deepEqual(doc.errors, [], `${where}: YAML errors`);
     const v: unknown = doc.toJS();
     if (v === null || v === undefined) continue;
-    assert.ok(isJsonObject(v) && typeof v.apiVersion === "string" && typeof v.kind === "string", `${where}: object`);
+    assert.ok(
+      isJsonObject(v) && typeof v.apiVersion === "string" && typeof v.kind === "string",
+      `${where}: object`,
+    );
     out.push(v as K8sObject);
   }
   return out;

@@ -20,7 +20,13 @@ import {
 } from "../../../scripts/deploy/render-manifests.js";
 import { assertAllValid, only } from "./fixtures.js";
 import { CLUSTER_SCOPED } from "./k8s-validate.js";
-import { KUSTOMIZATION, manifestFileNames, parseObjects, readCommittedManifests, readKustomization } from "./manifests-files.js";
+import {
+  KUSTOMIZATION,
+  manifestFileNames,
+  parseObjects,
+  readCommittedManifests,
+  readKustomization,
+} from "./manifests-files.js";
 
 const key = (o: K8sObject): string => `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
 
@@ -29,7 +35,11 @@ describe("deploy: plain manifests (kubectl apply -k deploy/manifests)", () => {
     const k = readKustomization();
     assert.equal(k.apiVersion, "kustomize.config.k8s.io/v1beta1");
     assert.equal(k.kind, "Kustomization");
-    assert.equal(k.namespace, undefined, "the namespace comes from the transformer, which also moves RBAC subjects");
+    assert.equal(
+      k.namespace,
+      undefined,
+      "the namespace comes from the transformer, which also moves RBAC subjects",
+    );
     assert.deepEqual(
       (k.transformers as unknown[]).map((t) => parseYaml(String(t))),
       [namespaceTransformer(MANIFEST_NAMESPACE)],
@@ -57,9 +67,12 @@ describe("deploy: plain manifests (kubectl apply -k deploy/manifests)", () => {
     assert.equal(vsc.metadata.annotations?.["snapshot.storage.kubernetes.io/is-default-class"], "true");
     const cm = only(objects, "ConfigMap");
     const config = parseConfig((cm.data as Record<string, string>)["config.yaml"] ?? "");
-    assert.deepEqual(config.pools, [{ name: "default", source: { type: "existing", device: "vg0-pool0-tpool" } }]);
+    assert.deepEqual(config.pools, [
+      { name: "default", source: { type: "existing", device: "vg0-pool0-tpool" } },
+    ]);
     for (const o of objects) {
-      if (CLUSTER_SCOPED.has(o.kind)) assert.equal(o.metadata.namespace, undefined, `${key(o)} is cluster-scoped`);
+      if (CLUSTER_SCOPED.has(o.kind))
+        assert.equal(o.metadata.namespace, undefined, `${key(o)} is cluster-scoped`);
       else assert.equal(o.metadata.namespace, MANIFEST_NAMESPACE, `${key(o)} is in ${MANIFEST_NAMESPACE}`);
       assert.equal(o.metadata.annotations?.["helm.sh/hook"], undefined, `${key(o)} is no Helm hook`);
       assert.equal(o.metadata.labels?.["app.kubernetes.io/managed-by"] === "Helm", false);
@@ -70,12 +83,17 @@ describe("deploy: plain manifests (kubectl apply -k deploy/manifests)", () => {
     const fresh = renderManifestSet();
     const committed = readCommittedManifests();
     assert.deepEqual([...committed.keys()], [...fresh.files.keys()].sort());
-    for (const [file, objects] of fresh.files) assert.deepEqual(committed.get(file), objects, `${file} is stale`);
+    for (const [file, objects] of fresh.files)
+      assert.deepEqual(committed.get(file), objects, `${file} is stale`);
     assert.deepEqual(readKustomization(), fresh.kustomization);
     const texts = await renderManifestTexts();
     for (const [file, text] of texts) {
       assert.ok(text.startsWith(GENERATED_HEADER), `${file} carries the generated header`);
-      assert.equal(readFileSync(join(MANIFESTS_DIR(), file), "utf8"), text, `${file} differs from the render`);
+      assert.equal(
+        readFileSync(join(MANIFESTS_DIR(), file), "utf8"),
+        text,
+        `${file} differs from the render`,
+      );
     }
   });
 
@@ -94,7 +112,10 @@ describe("deploy: plain manifests (kubectl apply -k deploy/manifests)", () => {
     try {
       for (const f of readdirSync(MANIFESTS_DIR())) copyFileSync(join(MANIFESTS_DIR(), f), join(dir, f));
       const k = readFileSync(join(dir, KUSTOMIZATION), "utf8");
-      writeFileSync(join(dir, KUSTOMIZATION), k.replace(`namespace: ${MANIFEST_NAMESPACE}`, "namespace: other-ns"));
+      writeFileSync(
+        join(dir, KUSTOMIZATION),
+        k.replace(`namespace: ${MANIFEST_NAMESPACE}`, "namespace: other-ns"),
+      );
       const built = kustomizeBuild(dir);
       const text = JSON.stringify(built);
       assert.ok(!text.includes(`"namespace":"${MANIFEST_NAMESPACE}"`), "nothing left in the old namespace");

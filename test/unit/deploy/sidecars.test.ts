@@ -116,7 +116,9 @@ const SIDECARS: Record<string, Requirement> = {
       "core/events": ["list", "watch", "create", "update", "patch"],
       "storage.k8s.io/volumeattributesclasses": ["get", "list", "watch"],
     }),
-    namespaceRules: sorted({ "coordination.k8s.io/leases": ["get", "watch", "list", "delete", "update", "create"] }),
+    namespaceRules: sorted({
+      "coordination.k8s.io/leases": ["get", "watch", "list", "delete", "update", "create"],
+    }),
   },
   "node-driver-registrar": {
     image: "registry.k8s.io/sig-storage/csi-node-driver-registrar",
@@ -163,12 +165,28 @@ const SNAPSHOT_CONTROLLER_RULES: Table = sorted({
   "storage.k8s.io/storageclasses": ["get", "list", "watch"],
   "core/events": ["list", "watch", "create", "update", "patch"],
   "snapshot.storage.k8s.io/volumesnapshotclasses": ["get", "list", "watch"],
-  "snapshot.storage.k8s.io/volumesnapshotcontents": ["create", "get", "list", "watch", "update", "delete", "patch"],
+  "snapshot.storage.k8s.io/volumesnapshotcontents": [
+    "create",
+    "get",
+    "list",
+    "watch",
+    "update",
+    "delete",
+    "patch",
+  ],
   "snapshot.storage.k8s.io/volumesnapshotcontents/status": ["patch"],
   "snapshot.storage.k8s.io/volumesnapshots": ["create", "get", "list", "watch", "update", "patch", "delete"],
   "snapshot.storage.k8s.io/volumesnapshots/status": ["update", "patch"],
   "groupsnapshot.storage.k8s.io/volumegroupsnapshotclasses": ["get", "list", "watch"],
-  "groupsnapshot.storage.k8s.io/volumegroupsnapshotcontents": ["create", "get", "list", "watch", "update", "delete", "patch"],
+  "groupsnapshot.storage.k8s.io/volumegroupsnapshotcontents": [
+    "create",
+    "get",
+    "list",
+    "watch",
+    "update",
+    "delete",
+    "patch",
+  ],
   "groupsnapshot.storage.k8s.io/volumegroupsnapshotcontents/status": ["patch"],
   "groupsnapshot.storage.k8s.io/volumegroupsnapshots": ["get", "list", "watch", "update", "patch"],
   "groupsnapshot.storage.k8s.io/volumegroupsnapshots/status": ["update", "patch"],
@@ -236,7 +254,8 @@ function checkNodePlugin(objects: K8sObject[], kubeletDir: string): void {
     const args = argMap(c.args);
     assert.ok(c.image.startsWith(`${req.image}:`), `${name} image ${c.image}`);
     assert.equal(c.image.slice(req.image.length + 1), req.tag, `${name} tag`);
-    for (const [flag, value] of Object.entries(req.args)) assert.equal(args.get(flag), value, `${name} ${flag}`);
+    for (const [flag, value] of Object.entries(req.args))
+      assert.equal(args.get(flag), value, `${name} ${flag}`);
     for (const flag of req.absent) assert.ok(!args.has(flag), `${name} must not pass ${flag}`);
     for (const [env, fieldPath] of Object.entries(req.env))
       assert.equal(envFieldPath(c, env), fieldPath, `${name} env ${env} from ${fieldPath}`);
@@ -244,28 +263,44 @@ function checkNodePlugin(objects: K8sObject[], kubeletDir: string): void {
   }
 
   const prov = argMap(container(spec, "csi-provisioner").args);
-  assert.ok(durationSeconds(prov.get("--timeout") ?? "10s") >= 60, "provisioner --timeout covers slow creates");
+  assert.ok(
+    durationSeconds(prov.get("--timeout") ?? "10s") >= 60,
+    "provisioner --timeout covers slow creates",
+  );
 
   const registrar = container(spec, "node-driver-registrar");
   const regArgs = argMap(registrar.args);
   assert.equal(regArgs.get("--kubelet-registration-path"), `${socketVolume?.hostPath?.path}/${socket.file}`);
   const regMount = registrar.volumeMounts?.find((m) => m.mountPath === "/registration");
-  assert.equal(spec.volumes?.find((v) => v.name === regMount?.name)?.hostPath?.path, `${kubeletDir}/plugins_registry`);
+  assert.equal(
+    spec.volumes?.find((v) => v.name === regMount?.name)?.hostPath?.path,
+    `${kubeletDir}/plugins_registry`,
+  );
   const regPort = registrar.ports?.find((p) => p.name === registrar.livenessProbe?.httpGet?.port);
-  assert.equal(`:${regPort?.containerPort}`, regArgs.get("--http-endpoint"), "registrar probe hits its http endpoint");
+  assert.equal(
+    `:${regPort?.containerPort}`,
+    regArgs.get("--http-endpoint"),
+    "registrar probe hits its http endpoint",
+  );
 
   // the driver's liveness probe reaches livenessprobe's --http-endpoint
   const driver = container(spec, "thinpool-csi");
   const probePort = driver.ports?.find((p) => p.name === driver.livenessProbe?.httpGet?.port);
   assert.equal(driver.livenessProbe?.httpGet?.path, "/healthz");
-  assert.equal(`:${probePort?.containerPort}`, argMap(container(spec, "liveness-probe").args).get("--http-endpoint"));
+  assert.equal(
+    `:${probePort?.containerPort}`,
+    argMap(container(spec, "liveness-probe").args).get("--http-endpoint"),
+  );
 
   // the driver: documented flags only, node identity, privileged, udev off, bidirectional kubelet mounts
   const dargs = driver.args ?? [];
   assert.equal(dargs[0], "serve");
   const documented = documentedDriverFlags();
   for (const flag of argMap(dargs.slice(1)).keys())
-    assert.ok(documented.has(flag) || FORTHCOMING_DRIVER_FLAGS.has(flag), `driver flag ${flag} is in CONFIGURATION.md`);
+    assert.ok(
+      documented.has(flag) || FORTHCOMING_DRIVER_FLAGS.has(flag),
+      `driver flag ${flag} is in CONFIGURATION.md`,
+    );
   const dmap = argMap(dargs.slice(1));
   assert.equal(dmap.get("--node-id"), "$(NODE_NAME)");
   assert.equal(dmap.get("--kubelet-dir"), kubeletDir);
@@ -281,14 +316,19 @@ function checkNodePlugin(objects: K8sObject[], kubeletDir: string): void {
   const cfgMount = driver.volumeMounts?.find((m) => cfg.startsWith(m.mountPath + "/"));
   const cfgVolume = spec.volumes?.find((v) => v.name === cfgMount?.name);
   const cm = only(objects, "ConfigMap", cfgVolume?.configMap?.name);
-  assert.ok(cfg.endsWith("/config.yaml") && typeof (cm.data as Record<string, unknown>)["config.yaml"] === "string");
+  assert.ok(
+    cfg.endsWith("/config.yaml") && typeof (cm.data as Record<string, unknown>)["config.yaml"] === "string",
+  );
   assert.equal(
     driver.volumeMounts?.find((m) => m.mountPath === "/dev")?.name,
     spec.volumes?.find((v) => v.hostPath?.path === "/dev")?.name,
   );
   // no other container may change host mounts
   for (const c of spec.containers.filter((x) => x.name !== "thinpool-csi"))
-    assert.ok(!c.volumeMounts?.some((m) => m.mountPropagation === "Bidirectional"), `${c.name} has no Bidirectional mount`);
+    assert.ok(
+      !c.volumeMounts?.some((m) => m.mountPropagation === "Bidirectional"),
+      `${c.name} has no Bidirectional mount`,
+    );
 }
 
 function checkRbac(objects: K8sObject[], nodeServiceAccount: string, namespace = NAMESPACE): void {
@@ -338,10 +378,12 @@ function checkRbac(objects: K8sObject[], nodeServiceAccount: string, namespace =
   const nodeRoles = objects
     .filter((o) => (o.kind === "ClusterRole" || o.kind === "Role") && boundTo(o).includes(sa))
     .map((o) => o.metadata.labels?.["thinpool.csi.dev/container"]);
-  assert.deepEqual(
-    [...new Set(nodeRoles)].sort(),
-    ["csi-provisioner", "csi-resizer", "csi-snapshotter", "thinpool-csi"],
-  );
+  assert.deepEqual([...new Set(nodeRoles)].sort(), [
+    "csi-provisioner",
+    "csi-resizer",
+    "csi-snapshotter",
+    "thinpool-csi",
+  ]);
 }
 
 describe("deploy: sidecars and RBAC", () => {
@@ -388,7 +430,10 @@ describe("deploy: sidecars and RBAC", () => {
     });
     assert.equal(podSpec(dep).serviceAccountName, dep.metadata.name);
     // the node plugin's RBAC is unchanged by it
-    checkRbac(objects.filter((o) => o.metadata.labels?.["app.kubernetes.io/component"] !== "snapshot-controller"), "thinpool-csi-node");
+    checkRbac(
+      objects.filter((o) => o.metadata.labels?.["app.kubernetes.io/component"] !== "snapshot-controller"),
+      "thinpool-csi-node",
+    );
   });
 
   it("the checks catch a wrong argument, a missing env var and a widened rule", () => {
@@ -396,7 +441,9 @@ describe("deploy: sidecars and RBAC", () => {
     const ds = only(objects, "DaemonSet");
     const spec = podSpec(ds);
     const prov = container(spec, "csi-provisioner");
-    prov.args = (prov.args ?? []).map((a) => (a === "--strict-topology=true" ? "--strict-topology=false" : a));
+    prov.args = (prov.args ?? []).map((a) =>
+      a === "--strict-topology=true" ? "--strict-topology=false" : a,
+    );
     assert.throws(() => checkNodePlugin(objects, "/var/lib/kubelet"), /--strict-topology/);
 
     const objects2 = render().objects;
