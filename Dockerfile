@@ -20,7 +20,7 @@ COPY package.json package-lock.json ./
 # one native addon the driver needs, better-sqlite3, from source against this image's Node and glibc, and
 # prove that it loads.
 RUN npm ci --ignore-scripts \
- && npm rebuild better-sqlite3 --build-from-source \
+ && npm_config_build_from_source=true npm rebuild better-sqlite3 \
  && node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"
 
 # Only what the driver is made of: test/, bench/ and the TypeScript scripts are left out by .dockerignore,

@@ -74,7 +74,8 @@ async function main(): Promise<void> {
   try {
     keys = selectedKeys();
   } catch (err) {
-    console.error(`[test] ${(err as Error).message}`);
+    // stdout, not stderr: keeps the message ordered before the final verdict line.
+    console.log(`[test] ${(err as Error).message}`);
     process.exitCode = 1;
     console.log(`tests: ${formatCounts({ passed: 0, failed: 1, skipped: 0 })}`);
     return;

@@ -189,7 +189,14 @@ function trackVm(subprocess: ResultPromise): void {
 
 async function findQemu(): Promise<string> {
   const override = process.env.THINPOOL_VM_QEMU;
-  if (override !== undefined) return override;
+  if (override !== undefined && override !== "") {
+    try {
+      await access(override, 1 /* X_OK */);
+    } catch {
+      throw new VmSetupError(`THINPOOL_VM_QEMU=${override} is not an executable file`);
+    }
+    return override;
+  }
   for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(path.delimiter)) {
     const candidate = path.join(dir, "qemu-system-x86_64");
     try {
@@ -265,7 +272,9 @@ function lastLines(text: string, count: number): string {
 function describeFailure(summary: string, consoleText: string, qemuStderr: string): string {
   const parts = [summary];
   if (qemuStderr.trim()) parts.push(`qemu stderr:\n${qemuStderr.trim()}`);
-  parts.push(`last console lines:\n${lastLines(consoleText, 40)}`);
+  parts.push(
+    consoleText.trim() ? `last console lines:\n${lastLines(consoleText, 40)}` : "(no console output)",
+  );
   return parts.join("\n");
 }
 
@@ -514,6 +523,10 @@ export async function runInVm(options: RunInVmOptions): Promise<VmRunResult> {
     const consoleText = consoleLines.join("\n");
 
     if (callbackError !== null) throw callbackError;
+    if (qemuResult.exitCode === undefined && qemuResult.signal === undefined) {
+      // execa could not start the process at all (ENOENT, EACCES, ...).
+      throw new VmSetupError(`cannot run ${qemu}: ${qemuResult.shortMessage ?? "spawn failed"}`);
+    }
     const exitFile = await readFile(path.join(ctlDir, "exit-code"), "utf8").catch(() => null);
     const fileExitCode = exitFile !== null && /^\d+\s*$/.test(exitFile) ? Number(exitFile.trim()) : null;
     const exitCode = fileExitCode ?? markerExitCode;
