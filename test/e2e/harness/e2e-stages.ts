@@ -2,7 +2,7 @@
 //   - VM suites: ONE VM with fresh disks runs mocha on dist/test/e2e/suites/** inside the guest;
 //   - host scenarios: mocha on the host runs dist/test/e2e/scenarios/**, which boot VMs themselves.
 
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
@@ -80,7 +80,9 @@ export async function runVmSuites(): Promise<StageResult> {
     const env: Record<string, string> = { [SUMMARY_FILE_ENV]: summaryFile };
     SUITE_DISKS.forEach((d, i) => (env[d.env] = guestDiskPath(i)));
     const logFile = path.join(cacheDir(), "logs", "vm-suites.log");
-    console.log(`[e2e] booting the suite VM for ${collected.files.length} file(s); console log: ${logFile}`);
+    console.log(
+      `[e2e] booting the suite VM for ${collected.files.length} file(s); logs: ${path.dirname(logFile)}/vm-suites.{log,dmesg}`,
+    );
 
     const result = await runInVm({
       command: [
@@ -102,6 +104,7 @@ export async function runVmSuites(): Promise<StageResult> {
       logFile,
       onLine: (line) => process.stdout.write(line + "\n"),
     });
+    if (result.kernelLog !== null) await writeFile(logFile.replace(/\.log$/, ".dmesg"), result.kernelLog);
     console.log(
       `[e2e] suite VM: boot ${(result.bootMs / 1000).toFixed(1)} s, mocha ${(result.commandMs / 1000).toFixed(1)} s`,
     );
