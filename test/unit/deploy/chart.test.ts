@@ -247,6 +247,11 @@ describe("deploy: Helm chart", () => {
         /needs source.data and source.metadata/,
       ],
       [{ config: { pools: [{ source: { type: "loop" } }] } }, /config.pools\[0\].name is required/],
+      [{ config: { pools: [{ name: "Fast", source: { type: "loop" } }] } }, /name must be 1-63 lowercase/],
+      [
+        { config: { pools: [{ name: "p", source: { type: "loop", dataSize: "1Gi" } }] } },
+        /needs source.dataSize and source.metadataSize/,
+      ],
       [{ config: { pools: [], nodes: {} } }, /must name at least one pool/],
       [
         { config: { pools: [], nodes: { n1: { pools: [{ name: "p", source: {} }] } } } },
@@ -256,11 +261,19 @@ describe("deploy: Helm chart", () => {
       [{ kubeletDir: "var/lib/kubelet" }, /kubeletDir must be an absolute path/],
       [{ storageClasses: [{ fsType: "xfs" }] }, /storageClasses\[0\].name is required/],
       [{ serviceAccount: { create: false } }, /serviceAccount.name is required/],
+      [{ driver: { shutdownTimeoutSeconds: 120 } }, /terminationGracePeriodSeconds must be longer/],
     ];
     for (const [values, message] of bad) assert.throws(() => render(values), message, JSON.stringify(values));
     // pools only per node are fine
     assertWellFormed(
-      render({ config: { pools: [], nodes: { n1: { pools: [{ name: "p", source: { type: "loop" } }] } } } }),
+      render({
+        config: {
+          pools: [],
+          nodes: {
+            n1: { pools: [{ name: "p", source: { type: "loop", dataSize: "1Gi", metadataSize: "64Mi" } }] },
+          },
+        },
+      }),
     );
   });
 

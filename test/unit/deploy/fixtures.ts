@@ -83,6 +83,7 @@ export interface Volume {
 export interface PodSpec {
   serviceAccountName?: string;
   priorityClassName?: string;
+  terminationGracePeriodSeconds?: number;
   containers: Container[];
   volumes?: Volume[];
 }

@@ -303,6 +303,12 @@ function checkNodePlugin(objects: K8sObject[], kubeletDir: string): void {
     );
   const dmap = argMap(dargs.slice(1));
   assert.equal(dmap.get("--node-id"), "$(NODE_NAME)");
+  // CONFIGURATION.md: keep the pod's grace period longer than the driver's shutdown timeout
+  const grace = spec.terminationGracePeriodSeconds ?? 30;
+  assert.ok(
+    durationSeconds(dmap.get("--shutdown-timeout") ?? "60s") < grace,
+    "shutdown timeout < grace period",
+  );
   assert.equal(dmap.get("--kubelet-dir"), kubeletDir);
   assert.equal(envFieldPath(driver, "NODE_NAME"), "spec.nodeName");
   assert.equal(driver.env?.find((e) => e.name === "DM_DISABLE_UDEV")?.value, "1");

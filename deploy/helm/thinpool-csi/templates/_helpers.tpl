@@ -109,12 +109,18 @@ true
 {{- if not $p.name -}}
 {{- fail (printf "%s[%d].name is required" $where $i) -}}
 {{- end -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" (toString $p.name)) -}}
+{{- fail (printf "%s[%d].name must be 1-63 lowercase letters, digits or '-', got %q" $where $i (toString $p.name)) -}}
+{{- end -}}
 {{- $src := default (dict) $p.source -}}
 {{- if not (has $src.type (list "existing" "devices" "loop")) -}}
 {{- fail (printf "%s[%d] (%s): source.type must be existing, devices or loop" $where $i $p.name) -}}
 {{- end -}}
 {{- if and (eq $src.type "existing") (not $src.device) -}}
 {{- fail (printf "%s[%d] (%s): an existing pool needs source.device (dm name or /dev/mapper path)" $where $i $p.name) -}}
+{{- end -}}
+{{- if and (eq $src.type "loop") (not (and $src.dataSize $src.metadataSize)) -}}
+{{- fail (printf "%s[%d] (%s): a loop pool needs source.dataSize and source.metadataSize" $where $i $p.name) -}}
 {{- end -}}
 {{- if and (eq $src.type "devices") (not (and $src.data $src.metadata)) -}}
 {{- fail (printf "%s[%d] (%s): a devices pool needs source.data and source.metadata" $where $i $p.name) -}}
