@@ -305,14 +305,14 @@ export async function prepareBootAssets(): Promise<BootAssets> {
     kernelImage = vmlinuxPath;
   } else if (!existsSync(noPvhMarker)) {
     built = true;
-    let ok = false;
     try {
-      ok = await extractVmlinux(kernel, vmlinuxPath);
+      if (await extractVmlinux(kernel, vmlinuxPath)) kernelImage = vmlinuxPath;
+      // The kernel itself cannot be booted via PVH: remember, so we do not retry on every boot.
+      else await writeAtomically(noPvhMarker, "bzImage boot only\n");
     } catch (err) {
+      // Typically xz/zstd missing: boot the bzImage this time, and retry once the tool is installed.
       console.error(`[vm] cannot extract vmlinux (booting the slower bzImage): ${(err as Error).message}`);
     }
-    if (ok) kernelImage = vmlinuxPath;
-    else await writeAtomically(noPvhMarker, "bzImage boot only\n");
   }
 
   // Initramfs: keyed by everything that goes into it.
