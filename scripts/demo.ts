@@ -28,7 +28,9 @@ async function hostHasDmThin(): Promise<boolean> {
 }
 
 async function runInsideVm(): Promise<number> {
-  process.stdout.write("This kernel has no device-mapper thin support: running the demo inside the test VM (qemu, ~10 s to boot)...\n");
+  process.stdout.write(
+    "This kernel has no device-mapper thin support: running the demo inside the test VM (qemu, ~10 s to boot)...\n",
+  );
   const { runInVm } = await import("../test/e2e/harness/vm.js");
   const result = await runInVm({
     command: ["node", "dist/scripts/demo.js", INSIDE_FLAG],
@@ -44,12 +46,27 @@ async function demo(): Promise<void> {
   mkdirSync(kubelet, { recursive: true });
   const socket = join(dir, "csi.sock");
   const { config } = parseServeArgs(
-    ["--endpoint", `unix://${socket}`, "--node-id", "demo-node", "--state-dir", join(dir, "state"), "--kubelet-dir", kubelet,
-      "--pool", "name=demo,type=loop,dataSize=1Gi,metadataSize=64Mi", "--metrics-address", ""],
+    [
+      "--endpoint",
+      `unix://${socket}`,
+      "--node-id",
+      "demo-node",
+      "--state-dir",
+      join(dir, "state"),
+      "--kubelet-dir",
+      kubelet,
+      "--pool",
+      "name=demo,type=loop,dataSize=1Gi,metadataSize=64Mi",
+      "--metrics-address",
+      "",
+    ],
     { env: {} },
   );
   if (!config) throw new Error("demo configuration did not parse");
-  const driver = await startDriver(config, thinpoolDriverFactories, { handleSignals: false, logger: createLogger({ level: "warn" }) });
+  const driver = await startDriver(config, thinpoolDriverFactories, {
+    handleSignals: false,
+    logger: createLogger({ level: "warn" }),
+  });
   const csi = new CsiClient(socket);
   const cleanups: (() => Promise<unknown>)[] = [];
   let interrupted = false;
@@ -66,30 +83,53 @@ async function demo(): Promise<void> {
     process.stdout.write(`  ${label.padEnd(58)} ${(performance.now() - t0).toFixed(1).padStart(8)} ms\n`);
     return value;
   };
-  const mountCap = { access_mode: { mode: "SINGLE_NODE_WRITER" as const }, mount: { fs_type: "ext4", mount_flags: [] } };
-  const stagePath = (n: string) => join(kubelet, "plugins/kubernetes.io/csi/thinpool.csi.dev", n, "globalmount");
+  const mountCap = {
+    access_mode: { mode: "SINGLE_NODE_WRITER" as const },
+    mount: { fs_type: "ext4", mount_flags: [] },
+  };
+  const stagePath = (n: string) =>
+    join(kubelet, "plugins/kubernetes.io/csi/thinpool.csi.dev", n, "globalmount");
   const targetPath = (n: string) => join(kubelet, "pods/demo-pod/volumes/kubernetes.io~csi", n, "mount");
 
   try {
     await driver.started;
-    process.stdout.write(`thinpool-csi demo: driver on ${socket}, loop-file pool (1 GiB data, 64 MiB metadata)\n`);
+    process.stdout.write(
+      `thinpool-csi demo: driver on ${socket}, loop-file pool (1 GiB data, 64 MiB metadata)\n`,
+    );
     await step("Probe (ready after start-up reconciliation)", async () => {
       const p = await csi.identity("Probe", {});
       if (!p.ready?.value) throw new Error("driver not ready");
     });
     const vol = await step("CreateVolume pvc-demo (256 MiB)", () =>
-      csi.controller("CreateVolume", { name: "pvc-demo", capacity_range: { required_bytes: 256 * MiB }, volume_capabilities: [mountCap] }),
+      csi.controller("CreateVolume", {
+        name: "pvc-demo",
+        capacity_range: { required_bytes: 256 * MiB },
+        volume_capabilities: [mountCap],
+      }),
     );
     const volId = vol.volume?.volume_id ?? "";
     cleanups.unshift(() => csi.controller("DeleteVolume", { volume_id: volId }));
     await step("NodeStageVolume (activate, mkfs.ext4, mount)", () =>
-      csi.node("NodeStageVolume", { volume_id: volId, staging_target_path: stagePath("vol"), volume_capability: mountCap }),
+      csi.node("NodeStageVolume", {
+        volume_id: volId,
+        staging_target_path: stagePath("vol"),
+        volume_capability: mountCap,
+      }),
     );
-    cleanups.unshift(() => csi.node("NodeUnstageVolume", { volume_id: volId, staging_target_path: stagePath("vol") }));
+    cleanups.unshift(() =>
+      csi.node("NodeUnstageVolume", { volume_id: volId, staging_target_path: stagePath("vol") }),
+    );
     await step("NodePublishVolume (bind mount into the pod)", () =>
-      csi.node("NodePublishVolume", { volume_id: volId, staging_target_path: stagePath("vol"), target_path: targetPath("vol"), volume_capability: mountCap }),
+      csi.node("NodePublishVolume", {
+        volume_id: volId,
+        staging_target_path: stagePath("vol"),
+        target_path: targetPath("vol"),
+        volume_capability: mountCap,
+      }),
     );
-    cleanups.unshift(() => csi.node("NodeUnpublishVolume", { volume_id: volId, target_path: targetPath("vol") }));
+    cleanups.unshift(() =>
+      csi.node("NodeUnpublishVolume", { volume_id: volId, target_path: targetPath("vol") }),
+    );
     await step("write hello.txt in the pod's volume and sync", async () => {
       writeFileSync(join(targetPath("vol"), "hello.txt"), "hello from thinpool-csi\n");
       await execa("sync");
@@ -110,18 +150,33 @@ async function demo(): Promise<void> {
     const restId = restored.volume?.volume_id ?? "";
     cleanups.unshift(() => csi.controller("DeleteVolume", { volume_id: restId }));
     await step("NodeStageVolume the restore (no mkfs; fs grown)", () =>
-      csi.node("NodeStageVolume", { volume_id: restId, staging_target_path: stagePath("rest"), volume_capability: mountCap }),
+      csi.node("NodeStageVolume", {
+        volume_id: restId,
+        staging_target_path: stagePath("rest"),
+        volume_capability: mountCap,
+      }),
     );
-    cleanups.unshift(() => csi.node("NodeUnstageVolume", { volume_id: restId, staging_target_path: stagePath("rest") }));
-    const text = await step("read hello.txt back from the restore", async () => readFileSync(join(stagePath("rest"), "hello.txt"), "utf8"));
+    cleanups.unshift(() =>
+      csi.node("NodeUnstageVolume", { volume_id: restId, staging_target_path: stagePath("rest") }),
+    );
+    const text = await step("read hello.txt back from the restore", async () =>
+      readFileSync(join(stagePath("rest"), "hello.txt"), "utf8"),
+    );
     process.stdout.write(`    restored file says: ${text.trim()}\n`);
     if (text !== "hello from thinpool-csi\n") throw new Error("the restore does not hold the file");
     const expanded = await step("NodeExpandVolume pvc-demo to 384 MiB, online", () =>
-      csi.node("NodeExpandVolume", { volume_id: volId, volume_path: targetPath("vol"), capacity_range: { required_bytes: 384 * MiB } }),
+      csi.node("NodeExpandVolume", {
+        volume_id: volId,
+        volume_path: targetPath("vol"),
+        capacity_range: { required_bytes: 384 * MiB },
+      }),
     );
     process.stdout.write(`    new size: ${Number(expanded.capacity_bytes) / MiB} MiB\n`);
   } finally {
-    for (const cleanup of cleanups) await step("clean up", cleanup).catch((err: unknown) => process.stdout.write(`  cleanup failed: ${String(err)}\n`));
+    for (const cleanup of cleanups)
+      await step("clean up", cleanup).catch((err: unknown) =>
+        process.stdout.write(`  cleanup failed: ${String(err)}\n`),
+      );
     csi.close();
     await driver.server.shutdown();
     await removeLoopPool(dir);
@@ -134,8 +189,13 @@ async function demo(): Promise<void> {
 async function removeLoopPool(dir: string): Promise<void> {
   await execa("dmsetup", ["remove", "thinpool-csi-demo"], { reject: false, env: { DM_DISABLE_UDEV: "1" } });
   for (const file of ["demo-data.img", "demo-metadata.img"]) {
-    const found = await execa("losetup", ["--list", "--noheadings", "--output", "NAME", "--associated", join(dir, "state", "pools", file)], { reject: false });
-    for (const dev of found.stdout.split("\n").filter(Boolean)) await execa("losetup", ["--detach", dev.trim()], { reject: false });
+    const found = await execa(
+      "losetup",
+      ["--list", "--noheadings", "--output", "NAME", "--associated", join(dir, "state", "pools", file)],
+      { reject: false },
+    );
+    for (const dev of found.stdout.split("\n").filter(Boolean))
+      await execa("losetup", ["--detach", dev.trim()], { reject: false });
   }
 }
 

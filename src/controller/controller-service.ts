@@ -1,5 +1,10 @@
 import { status } from "@grpc/grpc-js";
-import { capabilitiesFingerprint, capabilityProblem, requireCapabilities, requireField } from "../csi/capabilities.js";
+import {
+  capabilitiesFingerprint,
+  capabilityProblem,
+  requireCapabilities,
+  requireField,
+} from "../csi/capabilities.js";
 import { engineCall } from "../csi/engine-errors.js";
 import { CsiError } from "../csi/errors.js";
 import type { ControllerHandlers } from "../csi/types.js";
@@ -59,20 +64,28 @@ const CONTROLLER_CAPABILITIES = [
  * CSI Controller over the engine. Expansion is deliberately not a controller capability: it is node-only,
  * so the resizer sidecar runs its trivial resizer and kubelet calls NodeExpandVolume on the right node.
  */
-export function createControllerService(engine: ThinPoolEngine, options: ControllerOptions): ControllerHandlers {
+export function createControllerService(
+  engine: ThinPoolEngine,
+  options: ControllerOptions,
+): ControllerHandlers {
   const topology = [{ segments: { [options.topologyKey]: options.nodeId } }];
   const idOf = (device: DeviceRecord): string => makeId(device.name, options.nodeId);
 
   /** Resolves a CSI id to a local device, with the codes the spec and the provisioner need. */
   const resolve = (id: string, kind: IdKind, what: string): DeviceRecord => {
     const parsed = parseId(id, kind);
-    if (!parsed) throw new CsiError(status.NOT_FOUND, `${what} ${id} does not exist (not an id of this driver)`);
+    if (!parsed)
+      throw new CsiError(status.NOT_FOUND, `${what} ${id} does not exist (not an id of this driver)`);
     if (!isLocal(parsed, options.nodeId)) {
       // Not NOT_FOUND: RESOURCE_EXHAUSTED makes the provisioner reschedule onto the node that holds it.
-      throw new CsiError(status.RESOURCE_EXHAUSTED, `${what} ${id} lives on node ${parsed.node}, not on ${options.nodeId}: it can only be used there`);
+      throw new CsiError(
+        status.RESOURCE_EXHAUSTED,
+        `${what} ${id} lives on node ${parsed.node}, not on ${options.nodeId}: it can only be used there`,
+      );
     }
     const device = engine.getDevice(parsed.device);
-    if (!device || device.kind !== kind) throw new CsiError(status.NOT_FOUND, `${what} ${id} does not exist on node ${options.nodeId}`);
+    if (!device || device.kind !== kind)
+      throw new CsiError(status.NOT_FOUND, `${what} ${id} does not exist on node ${options.nodeId}`);
     return device;
   };
 
@@ -90,7 +103,9 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
       ...(source
         ? {
             content_source:
-              "snapshot" in source ? { snapshot: { snapshot_id: source.snapshot } } : { volume: { volume_id: source.volume } },
+              "snapshot" in source
+                ? { snapshot: { snapshot_id: source.snapshot } }
+                : { volume: { volume_id: source.volume } },
           }
         : {}),
     };
@@ -122,13 +137,21 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
       const name = requireField(request.name, "name");
       const caps = requireCapabilities(request.volume_capabilities, options.fsTypes);
       const parameters = request.parameters ?? {};
-      const unknown = Object.keys(parameters).filter((k) => !VOLUME_PARAMETERS.has(k) && !k.startsWith(SIDECAR_PREFIX));
+      const unknown = Object.keys(parameters).filter(
+        (k) => !VOLUME_PARAMETERS.has(k) && !k.startsWith(SIDECAR_PREFIX),
+      );
       if (unknown.length) {
-        throw new CsiError(status.INVALID_ARGUMENT, `unknown parameter(s) ${unknown.join(", ")}; supported: ${[...VOLUME_PARAMETERS].join(", ")}`);
+        throw new CsiError(
+          status.INVALID_ARGUMENT,
+          `unknown parameter(s) ${unknown.join(", ")}; supported: ${[...VOLUME_PARAMETERS].join(", ")}`,
+        );
       }
       const pool = parameters.pool ?? engine.defaultPool;
       if (!engine.poolNames.includes(pool)) {
-        throw new CsiError(status.INVALID_ARGUMENT, `parameter pool='${pool}' names no pool on node ${options.nodeId} (pools: ${engine.poolNames.join(", ")})`);
+        throw new CsiError(
+          status.INVALID_ARGUMENT,
+          `parameter pool='${pool}' names no pool on node ${options.nodeId} (pools: ${engine.poolNames.join(", ")})`,
+        );
       }
       checkTopology(request.accessibility_requirements, options);
       const { required, limit } = capacityRange(request.capacity_range);
@@ -139,25 +162,41 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
         required,
         limit,
         caps: capabilitiesFingerprint(caps),
-        parameters: Object.entries(parameters).filter(([k]) => !k.startsWith(SIDECAR_PREFIX)).sort(),
+        parameters: Object.entries(parameters)
+          .filter(([k]) => !k.startsWith(SIDECAR_PREFIX))
+          .sort(),
         source,
       });
 
       const existing = engine.findByRequestName("volume", name);
       if (existing) {
         if ((existing.attributes as VolumeAttributes).fingerprint !== fingerprint) {
-          throw new CsiError(status.ALREADY_EXISTS, `volume ${name} already exists with different capacity, capabilities, parameters or source`);
+          throw new CsiError(
+            status.ALREADY_EXISTS,
+            `volume ${name} already exists with different capacity, capabilities, parameters or source`,
+          );
         }
         return { volume: volumeMessage(existing) };
       }
 
-      const sourceDevice = source && resolve("snapshot" in source ? source.snapshot : source.volume, "snapshot" in source ? "snapshot" : "volume", "snapshot" in source ? "source snapshot" : "source volume");
+      const sourceDevice =
+        source &&
+        resolve(
+          "snapshot" in source ? source.snapshot : source.volume,
+          "snapshot" in source ? "snapshot" : "volume",
+          "snapshot" in source ? "source snapshot" : "source volume",
+        );
       const requested = required ?? (sourceDevice ? sourceDevice.sizeBytes : DEFAULT_VOLUME_BYTES);
       const sizeBytes = engine.roundSize(sourceDevice?.pool ?? pool, requested);
       if (limit !== undefined && sizeBytes > limit) {
-        throw new CsiError(status.OUT_OF_RANGE, `${requested} bytes rounded up to the pool block is ${sizeBytes} bytes, above limit_bytes ${limit}`);
+        throw new CsiError(
+          status.OUT_OF_RANGE,
+          `${requested} bytes rounded up to the pool block is ${sizeBytes} bytes, above limit_bytes ${limit}`,
+        );
       }
-      const metadata = Object.fromEntries(Object.entries(parameters).filter(([k]) => k.startsWith(SIDECAR_PREFIX)));
+      const metadata = Object.fromEntries(
+        Object.entries(parameters).filter(([k]) => k.startsWith(SIDECAR_PREFIX)),
+      );
       const attributes: VolumeAttributes = {
         fingerprint,
         ...(fsType ? { fsType } : {}),
@@ -167,18 +206,34 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
       };
       const deviceName = deviceNameFor("volume", name);
       const device = await engineCall(() => {
-        if (!sourceDevice) return engine.createVolume({ name: deviceName, pool, sizeBytes, requestName: name, attributes: { ...attributes } });
+        if (!sourceDevice)
+          return engine.createVolume({
+            name: deviceName,
+            pool,
+            sizeBytes,
+            requestName: name,
+            attributes: { ...attributes },
+          });
         if (sizeBytes < sourceDevice.sizeBytes) {
-          throw new CsiError(status.OUT_OF_RANGE, `requested ${sizeBytes} bytes is smaller than the source's ${sourceDevice.sizeBytes} bytes`);
+          throw new CsiError(
+            status.OUT_OF_RANGE,
+            `requested ${sizeBytes} bytes is smaller than the source's ${sourceDevice.sizeBytes} bytes`,
+          );
         }
-        const grow = sizeBytes > sourceDevice.sizeBytes || Boolean((sourceDevice.attributes as VolumeAttributes).growFilesystem);
+        const grow =
+          sizeBytes > sourceDevice.sizeBytes ||
+          Boolean((sourceDevice.attributes as VolumeAttributes).growFilesystem);
         return engine.createSnapshot({
           name: deviceName,
           source: sourceDevice.name,
           kind: "volume",
           sizeBytes,
           requestName: name,
-          attributes: { ...attributes, ...(grow ? { growFilesystem: true } : {}), fsType: fsType ?? (sourceDevice.attributes as VolumeAttributes).fsType },
+          attributes: {
+            ...attributes,
+            ...(grow ? { growFilesystem: true } : {}),
+            fsType: fsType ?? (sourceDevice.attributes as VolumeAttributes).fsType,
+          },
         });
       });
       return { volume: volumeMessage(device) };
@@ -191,7 +246,10 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
       const device = engine.getDevice(parsed.device);
       if (!device || device.kind !== "volume") return {};
       if (options.isInUseOnNode(device.name)) {
-        throw new CsiError(status.FAILED_PRECONDITION, `volume ${id} is still staged or published on node ${options.nodeId}; unpublish and unstage it first`);
+        throw new CsiError(
+          status.FAILED_PRECONDITION,
+          `volume ${id} is still staged or published on node ${options.nodeId}; unpublish and unstage it first`,
+        );
       }
       await engineCall(() => engine.deleteDevice(device.name, { discard: options.discardOnDelete }));
       return {};
@@ -199,10 +257,15 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
 
     async ValidateVolumeCapabilities(request) {
       const device = resolve(requireField(request.volume_id, "volume_id"), "volume", "volume");
-      if (!request.volume_capabilities?.length) throw new CsiError(status.INVALID_ARGUMENT, "volume_capabilities is required");
-      const problems = request.volume_capabilities.map((c) => capabilityProblem(c, options.fsTypes)).filter(Boolean);
+      if (!request.volume_capabilities?.length)
+        throw new CsiError(status.INVALID_ARGUMENT, "volume_capabilities is required");
+      const problems = request.volume_capabilities
+        .map((c) => capabilityProblem(c, options.fsTypes))
+        .filter(Boolean);
       const fsType = (device.attributes as VolumeAttributes).fsType;
-      const mismatch = request.volume_capabilities.find((c) => c.access_type === "mount" && c.mount?.fs_type && fsType && c.mount.fs_type !== fsType);
+      const mismatch = request.volume_capabilities.find(
+        (c) => c.access_type === "mount" && c.mount?.fs_type && fsType && c.mount.fs_type !== fsType,
+      );
       if (problems.length || mismatch) {
         return { message: problems.join("; ") || `volume was created with fs type ${fsType}` };
       }
@@ -231,10 +294,15 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
       const pool = request.parameters?.pool ?? engine.defaultPool;
       if (!engine.poolNames.includes(pool)) return { available_capacity: 0 };
       const segments = request.accessible_topology?.segments;
-      if (segments && segments[options.topologyKey] !== undefined && segments[options.topologyKey] !== options.nodeId) {
+      if (
+        segments &&
+        segments[options.topologyKey] !== undefined &&
+        segments[options.topologyKey] !== options.nodeId
+      ) {
         return { available_capacity: 0 };
       }
-      if (request.volume_capabilities?.some((c) => capabilityProblem(c, options.fsTypes))) return { available_capacity: 0 };
+      if (request.volume_capabilities?.some((c) => capabilityProblem(c, options.fsTypes)))
+        return { available_capacity: 0 };
       const usage = await engineCall(() => engine.poolUsage(pool));
       return {
         available_capacity: usage.availableBytes,
@@ -247,11 +315,18 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
       const name = requireField(request.name, "name");
       const sourceId = requireField(request.source_volume_id, "source_volume_id");
       const unknown = Object.keys(request.parameters ?? {}).filter((k) => !k.startsWith(SIDECAR_PREFIX));
-      if (unknown.length) throw new CsiError(status.INVALID_ARGUMENT, `unknown snapshot parameter(s) ${unknown.join(", ")}; none are supported`);
+      if (unknown.length)
+        throw new CsiError(
+          status.INVALID_ARGUMENT,
+          `unknown snapshot parameter(s) ${unknown.join(", ")}; none are supported`,
+        );
       const existing = engine.findByRequestName("snapshot", name);
       if (existing) {
         if (existing.attributes.sourceVolumeId !== sourceId) {
-          throw new CsiError(status.ALREADY_EXISTS, `snapshot ${name} already exists for another source volume (${String(existing.attributes.sourceVolumeId)})`);
+          throw new CsiError(
+            status.ALREADY_EXISTS,
+            `snapshot ${name} already exists for another source volume (${String(existing.attributes.sourceVolumeId)})`,
+          );
         }
         return { snapshot: snapshotMessage(existing) };
       }
@@ -262,7 +337,11 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
           source: source.name,
           kind: "snapshot",
           requestName: name,
-          attributes: { sourceVolumeId: sourceId, fsType: (source.attributes as VolumeAttributes).fsType, growFilesystem: (source.attributes as VolumeAttributes).growFilesystem },
+          attributes: {
+            sourceVolumeId: sourceId,
+            fsType: (source.attributes as VolumeAttributes).fsType,
+            growFilesystem: (source.attributes as VolumeAttributes).growFilesystem,
+          },
         }),
       );
       return { snapshot: snapshotMessage(snapshot) };
@@ -281,13 +360,24 @@ export function createControllerService(engine: ThinPoolEngine, options: Control
     async ListSnapshots(request) {
       if (request.snapshot_id) {
         const parsed = parseId(request.snapshot_id, "snapshot");
-        const device = parsed && isLocal(parsed, options.nodeId) ? engine.getDevice(parsed.device) : undefined;
-        const matches = device && device.kind === "snapshot" && (!request.source_volume_id || device.attributes.sourceVolumeId === request.source_volume_id);
+        const device =
+          parsed && isLocal(parsed, options.nodeId) ? engine.getDevice(parsed.device) : undefined;
+        const matches =
+          device &&
+          device.kind === "snapshot" &&
+          (!request.source_volume_id || device.attributes.sourceVolumeId === request.source_volume_id);
         return { entries: matches ? [{ snapshot: snapshotMessage(device) }] : [] };
       }
       const filter = request.source_volume_id ? parseId(request.source_volume_id, "volume") : undefined;
       if (request.source_volume_id && (!filter || !isLocal(filter, options.nodeId))) return { entries: [] };
-      const [entries, next_token] = await listPage(request.max_entries, request.starting_token, "snapshot", engine, async (device) => ({ snapshot: snapshotMessage(device) }), filter?.device);
+      const [entries, next_token] = await listPage(
+        request.max_entries,
+        request.starting_token,
+        "snapshot",
+        engine,
+        async (device) => ({ snapshot: snapshotMessage(device) }),
+        filter?.device,
+      );
       return { entries, next_token };
     },
 
@@ -308,33 +398,54 @@ async function listPage<T>(
   parent?: string,
 ): Promise<[T[], string]> {
   if (maxEntries < 0) throw new CsiError(status.INVALID_ARGUMENT, "max_entries must not be negative");
-  if (token && !/^[vs]-[0-9a-f]{24}$/.test(token)) throw new CsiError(status.ABORTED, `starting_token '${token}' was not issued by this driver`);
+  if (token && !/^[vs]-[0-9a-f]{24}$/.test(token))
+    throw new CsiError(status.ABORTED, `starting_token '${token}' was not issued by this driver`);
   const limit = maxEntries > 0 ? maxEntries : undefined;
-  const devices = engine.listDevices({ kind, ...(parent ? { parent } : {}), ...(token ? { afterName: token } : {}), ...(limit ? { limit: limit + 1 } : {}) });
+  const devices = engine.listDevices({
+    kind,
+    ...(parent ? { parent } : {}),
+    ...(token ? { afterName: token } : {}),
+    ...(limit ? { limit: limit + 1 } : {}),
+  });
   const page = limit ? devices.slice(0, limit) : devices;
   const next = limit && devices.length > limit ? (page[page.length - 1]?.name ?? "") : "";
   return [await Promise.all(page.map(toEntry)), next];
 }
 
-function capacityRange(range: CapacityRange__Output | null | undefined): { required?: number; limit?: number } {
+function capacityRange(range: CapacityRange__Output | null | undefined): {
+  required?: number;
+  limit?: number;
+} {
   if (!range) return {};
   const required = Number(range.required_bytes);
   const limit = Number(range.limit_bytes);
   if (!Number.isSafeInteger(required) || !Number.isSafeInteger(limit) || required < 0 || limit < 0) {
-    throw new CsiError(status.INVALID_ARGUMENT, `capacity_range must hold non-negative byte counts below 2^53, got required ${range.required_bytes}, limit ${range.limit_bytes}`);
+    throw new CsiError(
+      status.INVALID_ARGUMENT,
+      `capacity_range must hold non-negative byte counts below 2^53, got required ${range.required_bytes}, limit ${range.limit_bytes}`,
+    );
   }
-  if (limit > 0 && required > limit) throw new CsiError(status.INVALID_ARGUMENT, `required_bytes ${required} exceeds limit_bytes ${limit}`);
+  if (limit > 0 && required > limit)
+    throw new CsiError(status.INVALID_ARGUMENT, `required_bytes ${required} exceeds limit_bytes ${limit}`);
   return { ...(required > 0 ? { required } : {}), ...(limit > 0 ? { limit } : {}) };
 }
 
-function contentSource(source: VolumeContentSource__Output | null | undefined): VolumeAttributes["contentSource"] {
+function contentSource(
+  source: VolumeContentSource__Output | null | undefined,
+): VolumeAttributes["contentSource"] {
   if (!source || !source.type) return undefined;
-  if (source.type === "snapshot") return { snapshot: requireField(source.snapshot?.snapshot_id, "volume_content_source.snapshot.snapshot_id") };
+  if (source.type === "snapshot")
+    return {
+      snapshot: requireField(source.snapshot?.snapshot_id, "volume_content_source.snapshot.snapshot_id"),
+    };
   return { volume: requireField(source.volume?.volume_id, "volume_content_source.volume.volume_id") };
 }
 
 /** Requisite topologies that all exclude this node mean the volume cannot be made here. */
-function checkTopology(requirement: TopologyRequirement__Output | null | undefined, options: ControllerOptions): void {
+function checkTopology(
+  requirement: TopologyRequirement__Output | null | undefined,
+  options: ControllerOptions,
+): void {
   const requisite = requirement?.requisite ?? [];
   if (requisite.length === 0) return;
   const fits = requisite.some((t) => {
@@ -343,8 +454,9 @@ function checkTopology(requirement: TopologyRequirement__Output | null | undefin
   });
   if (!fits) {
     const nodes = requisite.map((t) => t.segments?.[options.topologyKey]).join(", ");
-    throw new CsiError(status.RESOURCE_EXHAUSTED, `accessibility requirements allow only node(s) ${nodes}; this is node ${options.nodeId}`);
+    throw new CsiError(
+      status.RESOURCE_EXHAUSTED,
+      `accessibility requirements allow only node(s) ${nodes}; this is node ${options.nodeId}`,
+    );
   }
 }
-
-

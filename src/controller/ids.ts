@@ -22,7 +22,9 @@ export function deviceNameFor(kind: IdKind, requestName: string): string {
 }
 
 export function nodeTag(node: string, deviceName: string): string {
-  return Buffer.byteLength(`${deviceName}@${node}`) <= MAX_ID_BYTES ? node : `#${createHash("sha256").update(node).digest("hex").slice(0, 16)}`;
+  return Buffer.byteLength(`${deviceName}@${node}`) <= MAX_ID_BYTES
+    ? node
+    : `#${createHash("sha256").update(node).digest("hex").slice(0, 16)}`;
 }
 
 export function makeId(deviceName: string, node: string): string {

@@ -5,7 +5,8 @@ import { CommandError } from "../thinpool/errors.js";
 export type FilesystemType = "ext4" | "xfs";
 export const SUPPORTED_FILESYSTEMS: readonly FilesystemType[] = ["ext4", "xfs"];
 
-export type ProbeResult = { kind: "empty" } | { kind: "filesystem"; type: string } | { kind: "other"; what: string };
+export type ProbeResult =
+  { kind: "empty" } | { kind: "filesystem"; type: string } | { kind: "other"; what: string };
 
 /**
  * Probes what a device holds by reading it (`blkid -p`: low-level probe, no cache), so a device that
@@ -24,25 +25,40 @@ export async function probeDevice(runner: CommandRunner, device: string): Promis
     );
     const type = fields.get("TYPE");
     if (type && fields.get("USAGE") !== "raid" && !fields.has("PTTYPE")) return { kind: "filesystem", type };
-    return { kind: "other", what: [...fields].map(([k, v]) => `${k}=${v}`).join(" ") || "an unknown signature" };
+    return {
+      kind: "other",
+      what: [...fields].map(([k, v]) => `${k}=${v}`).join(" ") || "an unknown signature",
+    };
   } catch (err) {
     if (err instanceof CommandError && err.exitCode === 2) return { kind: "empty" };
     throw err;
   }
 }
 
-export async function makeFilesystem(runner: CommandRunner, device: string, fsType: FilesystemType, extraOptions: string[]): Promise<void> {
+export async function makeFilesystem(
+  runner: CommandRunner,
+  device: string,
+  fsType: FilesystemType,
+  extraOptions: string[],
+): Promise<void> {
   if (fsType === "ext4") {
     // nodiscard: a fresh thin device has no blocks to discard, and discarding a large one is slow.
     // lazy init stays on: zeroing every inode table up front would allocate thin blocks for nothing.
-    await runner.run("mkfs.ext4", ["-q", "-F", "-E", "nodiscard", "-m", "0", ...extraOptions, device], { timeoutMs: 600_000 });
+    await runner.run("mkfs.ext4", ["-q", "-F", "-E", "nodiscard", "-m", "0", ...extraOptions, device], {
+      timeoutMs: 600_000,
+    });
   } else {
     await runner.run("mkfs.xfs", ["-q", "-K", ...extraOptions, device], { timeoutMs: 600_000 });
   }
 }
 
 /** Grows a mounted filesystem to fill its device (online). */
-export async function growFilesystem(runner: CommandRunner, device: string, mountPoint: string, fsType: string): Promise<void> {
+export async function growFilesystem(
+  runner: CommandRunner,
+  device: string,
+  mountPoint: string,
+  fsType: string,
+): Promise<void> {
   if (fsType === "xfs") await runner.run("xfs_growfs", [mountPoint], { timeoutMs: 600_000 });
   else await runner.run("resize2fs", [device], { timeoutMs: 600_000 });
 }

@@ -19,7 +19,8 @@ export async function checkPathUnder(root: string, path: string, what: string): 
     const resolved = await realpath(existing).catch(() => undefined);
     if (resolved !== undefined) {
       const rootResolved = await realpath(root).catch(() => root);
-      if (resolved !== rootResolved && !isInside(rootResolved, resolved)) return `${what} '${path}' resolves through a symlink to '${resolved}', outside ${root}`;
+      if (resolved !== rootResolved && !isInside(rootResolved, resolved))
+        return `${what} '${path}' resolves through a symlink to '${resolved}', outside ${root}`;
       return undefined;
     }
     const parent = dirname(existing);

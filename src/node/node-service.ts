@@ -12,7 +12,13 @@ import type { DeviceRecord } from "../state/types.js";
 import type { CommandRunner } from "../thinpool/command.js";
 import type { ThinPoolEngine } from "../thinpool/engine.js";
 import { crashPoint } from "../util/crash-point.js";
-import { filesystemStats, growFilesystem, makeFilesystem, probeDevice, type FilesystemType } from "./filesystem.js";
+import {
+  filesystemStats,
+  growFilesystem,
+  makeFilesystem,
+  probeDevice,
+  type FilesystemType,
+} from "./filesystem.js";
 import { checkPathUnder } from "./host-paths.js";
 import { isMountPoint, mountsAt } from "./mounts.js";
 
@@ -26,20 +32,33 @@ export interface NodeOptions {
 }
 
 /** Mount flags that would let a pod escape or change what the device is. */
-const FORBIDDEN_MOUNT_FLAGS = /^(bind|rbind|move|remount|make-|shared|rshared|slave|rslave|private|rprivate|unbindable|runbindable|X-mount\.|x-mount\.|loop|offset|sizelimit|encryption)/;
+const FORBIDDEN_MOUNT_FLAGS =
+  /^(bind|rbind|move|remount|make-|shared|rshared|slave|rslave|private|rprivate|unbindable|runbindable|X-mount\.|x-mount\.|loop|offset|sizelimit|encryption)/;
 
-const NODE_CAPABILITIES = ["STAGE_UNSTAGE_VOLUME", "GET_VOLUME_STATS", "EXPAND_VOLUME", "VOLUME_CONDITION", "SINGLE_NODE_MULTI_WRITER"] as const;
+const NODE_CAPABILITIES = [
+  "STAGE_UNSTAGE_VOLUME",
+  "GET_VOLUME_STATS",
+  "EXPAND_VOLUME",
+  "VOLUME_CONDITION",
+  "SINGLE_NODE_MULTI_WRITER",
+] as const;
 
 /**
  * CSI Node: activation, filesystem creation on first use only, mounts, raw block, stats and expansion.
  * Every stage and publish is recorded in the store, so a repeated call is compared with the first and a
  * DeleteVolume can tell the volume is still in use.
  */
-export function createNodeService(engine: ThinPoolEngine, store: StateStore, runner: CommandRunner, options: NodeOptions): NodeHandlers {
+export function createNodeService(
+  engine: ThinPoolEngine,
+  store: StateStore,
+  runner: CommandRunner,
+  options: NodeOptions,
+): NodeHandlers {
   const localVolume = (id: string): DeviceRecord => {
     const parsed = parseId(id, "volume");
     const device = parsed && isLocal(parsed, options.nodeId) ? engine.getDevice(parsed.device) : undefined;
-    if (!device || device.kind !== "volume") throw new CsiError(status.NOT_FOUND, `volume ${id} does not exist on node ${options.nodeId}`);
+    if (!device || device.kind !== "volume")
+      throw new CsiError(status.NOT_FOUND, `volume ${id} does not exist on node ${options.nodeId}`);
     return device;
   };
 
@@ -91,7 +110,10 @@ export function createNodeService(engine: ThinPoolEngine, store: StateStore, run
 
       const previous = store.getNodePaths(device.name, "stage").find((p) => p.path === stagingPath);
       if (previous && JSON.stringify(previous.args) !== JSON.stringify(args)) {
-        throw new CsiError(status.ALREADY_EXISTS, `volume ${id} is already staged at ${stagingPath} with other arguments`);
+        throw new CsiError(
+          status.ALREADY_EXISTS,
+          `volume ${id} is already staged at ${stagingPath} with other arguments`,
+        );
       }
       const devicePath = await engineCall(() => engine.activate(device.name));
       crashPoint("stage.activated");
@@ -99,10 +121,16 @@ export function createNodeService(engine: ThinPoolEngine, store: StateStore, run
         if (!(await isMountPoint(stagingPath))) {
           const found = await probeDevice(runner, devicePath);
           if (found.kind === "other") {
-            throw new CsiError(status.FAILED_PRECONDITION, `volume ${id} holds ${found.what}; refusing to format or mount it as ${fsType}`);
+            throw new CsiError(
+              status.FAILED_PRECONDITION,
+              `volume ${id} holds ${found.what}; refusing to format or mount it as ${fsType}`,
+            );
           }
           if (found.kind === "filesystem" && found.type !== fsType) {
-            throw new CsiError(status.FAILED_PRECONDITION, `volume ${id} already holds a ${found.type} filesystem, not ${fsType}; it is never reformatted`);
+            throw new CsiError(
+              status.FAILED_PRECONDITION,
+              `volume ${id} already holds a ${found.type} filesystem, not ${fsType}; it is never reformatted`,
+            );
           }
           if (found.kind === "empty") {
             const extra = attributes.mkfsOptions ? attributes.mkfsOptions.split(/\s+/).filter(Boolean) : [];
@@ -112,7 +140,13 @@ export function createNodeService(engine: ThinPoolEngine, store: StateStore, run
           await mkdir(stagingPath, { recursive: true });
           // xfs refuses to mount two filesystems with one UUID; a snapshot restore has its origin's UUID.
           const options = [...flags, ...(fsType === "xfs" ? ["nouuid"] : [])];
-          await runner.run("mount", ["-t", fsType, ...(options.length ? ["-o", options.join(",")] : []), devicePath, stagingPath]);
+          await runner.run("mount", [
+            "-t",
+            fsType,
+            ...(options.length ? ["-o", options.join(",")] : []),
+            devicePath,
+            stagingPath,
+          ]);
           crashPoint("stage.mounted");
         }
         if (attributes.growFilesystem) {
@@ -145,16 +179,27 @@ export function createNodeService(engine: ThinPoolEngine, store: StateStore, run
       const flags = cap.access_type === "mount" ? mountFlags(cap) : [];
       const device = localVolume(id);
       const staged = store.getNodePaths(device.name, "stage").find((p) => p.path === stagingPath);
-      if (!staged) throw new CsiError(status.FAILED_PRECONDITION, `volume ${id} is not staged at ${stagingPath}; call NodeStageVolume first`);
+      if (!staged)
+        throw new CsiError(
+          status.FAILED_PRECONDITION,
+          `volume ${id} is not staged at ${stagingPath}; call NodeStageVolume first`,
+        );
       const readonly = request.readonly || cap.access_mode?.mode === "SINGLE_NODE_READER_ONLY";
       const args = { accessType: cap.access_type, readonly, flags, stagingPath };
       const previous = store.getNodePaths(device.name, "publish").find((p) => p.path === targetPath);
       if (previous && JSON.stringify(previous.args) !== JSON.stringify(args)) {
-        throw new CsiError(status.ALREADY_EXISTS, `volume ${id} is already published at ${targetPath} with other arguments`);
+        throw new CsiError(
+          status.ALREADY_EXISTS,
+          `volume ${id} is already published at ${targetPath} with other arguments`,
+        );
       }
       if (cap.access_mode?.mode === "SINGLE_NODE_SINGLE_WRITER") {
         const others = store.getNodePaths(device.name, "publish").filter((p) => p.path !== targetPath);
-        if (others.length) throw new CsiError(status.FAILED_PRECONDITION, `volume ${id} is SINGLE_NODE_SINGLE_WRITER and already published at ${others[0]?.path}`);
+        if (others.length)
+          throw new CsiError(
+            status.FAILED_PRECONDITION,
+            `volume ${id} is SINGLE_NODE_SINGLE_WRITER and already published at ${others[0]?.path}`,
+          );
       }
       if (!(await isMountPoint(targetPath))) {
         let source = stagingPath;
@@ -191,12 +236,19 @@ export function createNodeService(engine: ThinPoolEngine, store: StateStore, run
       const id = requireField(request.volume_id, "volume_id");
       const volumePath = requireField(request.volume_path, "volume_path");
       const device = localVolume(id);
-      const known = [...store.getNodePaths(device.name, "stage"), ...store.getNodePaths(device.name, "publish")].some((p) => p.path === volumePath);
-      if (!known) throw new CsiError(status.NOT_FOUND, `volume ${id} is not staged or published at ${volumePath}`);
+      const known = [
+        ...store.getNodePaths(device.name, "stage"),
+        ...store.getNodePaths(device.name, "publish"),
+      ].some((p) => p.path === volumePath);
+      if (!known)
+        throw new CsiError(status.NOT_FOUND, `volume ${id} is not staged or published at ${volumePath}`);
       const condition = await engine.deviceCondition(device.name);
       const mounts = await mountsAt(volumePath);
       if (mounts.length === 0) {
-        return { usage: [], volume_condition: { abnormal: true, message: `nothing is mounted at ${volumePath}` } };
+        return {
+          usage: [],
+          volume_condition: { abnormal: true, message: `nothing is mounted at ${volumePath}` },
+        };
       }
       const info = await stat(volumePath);
       if (!info.isDirectory()) {
@@ -218,17 +270,38 @@ export function createNodeService(engine: ThinPoolEngine, store: StateStore, run
       const device = localVolume(id);
       const required = Number(request.capacity_range?.required_bytes ?? 0);
       const limit = Number(request.capacity_range?.limit_bytes ?? 0);
-      if (!Number.isSafeInteger(required) || required <= 0) throw new CsiError(status.INVALID_ARGUMENT, "capacity_range.required_bytes must be a positive number of bytes");
+      if (!Number.isSafeInteger(required) || required <= 0)
+        throw new CsiError(
+          status.INVALID_ARGUMENT,
+          "capacity_range.required_bytes must be a positive number of bytes",
+        );
       const size = engine.roundSize(device.pool, required);
-      if (limit > 0 && size > limit) throw new CsiError(status.OUT_OF_RANGE, `${required} bytes rounds up to ${size}, above limit_bytes ${limit}`);
-      if (size < device.sizeBytes) throw new CsiError(status.OUT_OF_RANGE, `volume ${id} is ${device.sizeBytes} bytes; it cannot shrink to ${size}`);
+      if (limit > 0 && size > limit)
+        throw new CsiError(
+          status.OUT_OF_RANGE,
+          `${required} bytes rounds up to ${size}, above limit_bytes ${limit}`,
+        );
+      if (size < device.sizeBytes)
+        throw new CsiError(
+          status.OUT_OF_RANGE,
+          `volume ${id} is ${device.sizeBytes} bytes; it cannot shrink to ${size}`,
+        );
       const grown = await engineCall(() => engine.resize(device.name, size));
       crashPoint("expand.device-grown");
-      const isBlock = request.volume_capability?.access_type === "block" || !(await stat(volumePath).then((s) => s.isDirectory(), () => false));
+      const isBlock =
+        request.volume_capability?.access_type === "block" ||
+        !(await stat(volumePath).then(
+          (s) => s.isDirectory(),
+          () => false,
+        ));
       if (!isBlock) {
         const mounts = await mountsAt(volumePath);
         const fsType = mounts[0]?.fsType;
-        if (!fsType) throw new CsiError(status.FAILED_PRECONDITION, `nothing is mounted at ${volumePath}; the filesystem can only grow while staged`);
+        if (!fsType)
+          throw new CsiError(
+            status.FAILED_PRECONDITION,
+            `nothing is mounted at ${volumePath}; the filesystem can only grow while staged`,
+          );
         await growFilesystem(runner, engine.devicePath(device.name), volumePath, fsType);
       }
       return { capacity_bytes: grown.sizeBytes };

@@ -129,7 +129,9 @@ export class StateStore {
       getByRequest: db.prepare(`SELECT * FROM devices WHERE kind = ? AND request_name = ?`),
       getByDeviceId: db.prepare(`SELECT * FROM devices WHERE pool = ? AND device_id = ?`),
       deleteDevice: db.prepare(`DELETE FROM devices WHERE name = ?`),
-      sumVirtual: db.prepare(`SELECT COALESCE(SUM(size_bytes), 0) AS total, COUNT(*) AS count FROM devices WHERE pool = ?`),
+      sumVirtual: db.prepare(
+        `SELECT COALESCE(SUM(size_bytes), 0) AS total, COUNT(*) AS count FROM devices WHERE pool = ?`,
+      ),
       countByState: db.prepare(`SELECT state, COUNT(*) AS count FROM devices WHERE pool = ? GROUP BY state`),
       // Lowest id not used by a device nor quarantined: 0 if free, else the smallest id+1 that is free.
       lowestFreeId: db.prepare(
@@ -162,7 +164,9 @@ export class StateStore {
 
   // ---- pools
 
-  upsertPool(pool: Omit<PoolRecord, "createdAt" | "updatedAt" | "transactionId"> & { transactionId?: number }): void {
+  upsertPool(
+    pool: Omit<PoolRecord, "createdAt" | "updatedAt" | "transactionId"> & { transactionId?: number },
+  ): void {
     const existing = this.getPool(pool.name);
     this.stmts.upsertPool.run({
       name: pool.name,
@@ -225,10 +229,22 @@ export class StateStore {
   listDevices(query: DeviceQuery = {}): DeviceRecord[] {
     const where: string[] = [];
     const params: Record<string, string | number> = {};
-    if (query.pool !== undefined) (where.push("pool = @pool"), (params.pool = query.pool));
-    if (query.kind !== undefined) (where.push("kind = @kind"), (params.kind = query.kind));
-    if (query.parent !== undefined) (where.push("parent = @parent"), (params.parent = query.parent));
-    if (query.afterName !== undefined) (where.push("name > @after"), (params.after = query.afterName));
+    if (query.pool !== undefined) {
+      where.push("pool = @pool");
+      params.pool = query.pool;
+    }
+    if (query.kind !== undefined) {
+      where.push("kind = @kind");
+      params.kind = query.kind;
+    }
+    if (query.parent !== undefined) {
+      where.push("parent = @parent");
+      params.parent = query.parent;
+    }
+    if (query.afterName !== undefined) {
+      where.push("name > @after");
+      params.after = query.afterName;
+    }
     const sql =
       `SELECT * FROM devices ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY name` +
       (query.limit !== undefined ? ` LIMIT ${Math.max(0, Math.floor(query.limit))}` : "");
@@ -238,14 +254,30 @@ export class StateStore {
   updateDevice(name: string, patch: DevicePatch): DeviceRecord {
     const sets: string[] = ["updated_at = @now"];
     const params: Record<string, string | number | null> = { name, now: now() };
-    if (patch.state !== undefined) (sets.push("state = @state"), (params.state = patch.state));
-    if (patch.pending !== undefined)
-      (sets.push("pending = @pending"), (params.pending = patch.pending ? JSON.stringify(patch.pending) : null));
-    if (patch.lastError !== undefined) (sets.push("last_error = @last_error"), (params.last_error = patch.lastError));
-    if (patch.sizeBytes !== undefined) (sets.push("size_bytes = @size"), (params.size = patch.sizeBytes));
-    if (patch.deviceId !== undefined) (sets.push("device_id = @device_id"), (params.device_id = patch.deviceId));
-    if (patch.attributes !== undefined)
-      (sets.push("attributes = @attributes"), (params.attributes = JSON.stringify(patch.attributes)));
+    if (patch.state !== undefined) {
+      sets.push("state = @state");
+      params.state = patch.state;
+    }
+    if (patch.pending !== undefined) {
+      sets.push("pending = @pending");
+      params.pending = patch.pending ? JSON.stringify(patch.pending) : null;
+    }
+    if (patch.lastError !== undefined) {
+      sets.push("last_error = @last_error");
+      params.last_error = patch.lastError;
+    }
+    if (patch.sizeBytes !== undefined) {
+      sets.push("size_bytes = @size");
+      params.size = patch.sizeBytes;
+    }
+    if (patch.deviceId !== undefined) {
+      sets.push("device_id = @device_id");
+      params.device_id = patch.deviceId;
+    }
+    if (patch.attributes !== undefined) {
+      sets.push("attributes = @attributes");
+      params.attributes = JSON.stringify(patch.attributes);
+    }
     const info = this.db.prepare(`UPDATE devices SET ${sets.join(", ")} WHERE name = @name`).run(params);
     if (info.changes !== 1) throw new Error(`device ${name} is not in the store`);
     return this.getDevice(name) as DeviceRecord;
@@ -279,7 +311,12 @@ export class StateStore {
 
   listQuarantined(pool: string): QuarantinedId[] {
     return (
-      this.stmts.listQuarantined.all(pool) as { pool: string; device_id: number; reason: string; since: string }[]
+      this.stmts.listQuarantined.all(pool) as {
+        pool: string;
+        device_id: number;
+        reason: string;
+        since: string;
+      }[]
     ).map((r) => ({ pool: r.pool, deviceId: r.device_id, reason: r.reason, since: r.since }));
   }
 

@@ -14,7 +14,8 @@ export async function deviceNumber(path: string): Promise<string> {
 export async function blockDeviceBytes(runner: CommandRunner, path: string): Promise<number> {
   const { stdout } = await runner.run("blockdev", ["--getsize64", path]);
   const bytes = Number(stdout.trim());
-  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`blockdev reported size '${stdout}' for ${path}`);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0)
+    throw new Error(`blockdev reported size '${stdout}' for ${path}`);
   return bytes;
 }
 

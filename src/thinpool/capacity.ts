@@ -44,14 +44,22 @@ export function computeUsage(
   const dataUsedBytes = status.dataUsedBlocks * blockBytes;
   const metadataBytes = status.metadataTotalBlocks * METADATA_BLOCK_BYTES;
   const metadataUsedBytes = status.metadataUsedBlocks * METADATA_BLOCK_BYTES;
-  const usage: PoolUsage = { dataBytes, dataUsedBytes, metadataBytes, metadataUsedBytes, provisionedBytes, availableBytes: 0 };
+  const usage: PoolUsage = {
+    dataBytes,
+    dataUsedBytes,
+    metadataBytes,
+    metadataUsedBytes,
+    provisionedBytes,
+    availableBytes: 0,
+  };
 
   const freeData = dataBytes - dataUsedBytes;
   const freeMeta = metadataBytes - metadataUsedBytes;
   const reservedData = (dataBytes * policy.reservedDataPercent) / 100;
   const reservedMeta = (metadataBytes * policy.reservedMetadataPercent) / 100;
   if (!status.healthy || status.needsCheck) usage.blockedBy = "the pool has failed or needs a metadata check";
-  else if (status.mode !== "rw") usage.blockedBy = `the pool is ${status.mode === "ro" ? "read-only" : "out of data space"}`;
+  else if (status.mode !== "rw")
+    usage.blockedBy = `the pool is ${status.mode === "ro" ? "read-only" : "out of data space"}`;
   else if (freeData <= reservedData)
     usage.blockedBy = `free data space ${fmt(freeData)} is at or below the reserve of ${fmt(reservedData)} (${policy.reservedDataPercent}%)`;
   else if (freeMeta <= reservedMeta)
@@ -66,7 +74,11 @@ export function computeUsage(
 }
 
 /** Why `requestBytes` cannot be provisioned, or undefined when it can. */
-export function refusalReason(usage: PoolUsage, requestBytes: number, policy: CapacityPolicy): string | undefined {
+export function refusalReason(
+  usage: PoolUsage,
+  requestBytes: number,
+  policy: CapacityPolicy,
+): string | undefined {
   if (usage.blockedBy) return `pool cannot provision more: ${usage.blockedBy}`;
   if (requestBytes > usage.availableBytes) {
     return (
@@ -82,6 +94,9 @@ export function fmt(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let value = bytes;
   let unit = 0;
-  while (Math.abs(value) >= 1024 && unit < units.length - 1) (value /= 1024), unit++;
+  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
   return `${Number.isInteger(value) ? value : value.toFixed(2)}${units[unit]}`;
 }

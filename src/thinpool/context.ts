@@ -66,11 +66,13 @@ export function dmUuidOf(deviceName: string): string {
 
 /** `delete <id>`; ENODATA means the id is already gone, which is what we want. */
 export async function deleteThinId(
-  ctx: Pick<EngineContext, "dm">, pool: PoolRuntime, deviceId: number): Promise<void> {
+  ctx: Pick<EngineContext, "dm">,
+  pool: PoolRuntime,
+  deviceId: number,
+): Promise<void> {
   try {
     await ctx.dm.message(pool.dmName, `delete ${deviceId}`);
   } catch (err) {
     if (!isErrno(err, "ENODATA")) throw asEngineError(err, `deleting thin id ${deviceId}`);
   }
 }
-

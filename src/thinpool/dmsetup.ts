@@ -83,7 +83,10 @@ export class Dmsetup {
       maxDelayMs: 2000,
       retryable: (err) => !isErrno(err, "ENXIO"),
       onRetry: (err, attempt) =>
-        this.onWarning(`RESUME OF ${name} FAILED (attempt ${attempt}); its I/O is frozen until it succeeds`, err),
+        this.onWarning(
+          `RESUME OF ${name} FAILED (attempt ${attempt}); its I/O is frozen until it succeeds`,
+          err,
+        ),
     });
   }
 

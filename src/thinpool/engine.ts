@@ -3,7 +3,13 @@ import { StateStore } from "../state/store.js";
 import { DeviceState, type DeviceKind, type DeviceRecord } from "../state/types.js";
 import { crashPoint } from "../util/crash-point.js";
 import { KeyedMutex } from "../util/keyed-mutex.js";
-import { computeUsage, DEFAULT_CAPACITY_POLICY, refusalReason, type CapacityPolicy, type PoolUsage } from "./capacity.js";
+import {
+  computeUsage,
+  DEFAULT_CAPACITY_POLICY,
+  refusalReason,
+  type CapacityPolicy,
+  type PoolUsage,
+} from "./capacity.js";
 import { ExecaRunner, type CommandRunner } from "./command.js";
 import {
   deleteThinId,
@@ -82,7 +88,10 @@ export class ThinPoolEngine {
   private readonly observer: EngineObserver;
   private readonly statusTtlMs: number;
   private readonly statusCache = new Map<string, { at: number; status: PoolStatus }>();
-  private readyState: { ready: boolean; reason?: string } = { ready: false, reason: "start-up reconciliation has not finished" };
+  private readyState: { ready: boolean; reason?: string } = {
+    ready: false,
+    reason: "start-up reconciliation has not finished",
+  };
   lastReconcile: ReconcileReport | undefined;
 
   private constructor(ctx: EngineContext, options: EngineOptions) {
@@ -100,7 +109,14 @@ export class ThinPoolEngine {
       ...options.dmsetup,
       onWarning: (message, err) => logger.warn({ err: describe(err) }, message),
     });
-    const ctx: EngineContext = { store: options.store, runner, dm, logger, prefix: options.prefix ?? "tpcsi", pools: new Map() };
+    const ctx: EngineContext = {
+      store: options.store,
+      runner,
+      dm,
+      logger,
+      prefix: options.prefix ?? "tpcsi",
+      pools: new Map(),
+    };
     if (options.pools.length === 0) throw new EngineError("InvalidArgument", "no pool configured");
     for (const spec of options.pools) {
       const known = options.store.provisioned(spec.name).count;
@@ -184,7 +200,8 @@ export class ThinPoolEngine {
     for (const pool of this.poolNames) {
       try {
         const status = await this.poolStatus(pool);
-        if (!status.healthy || status.needsCheck) return { ready: false, reason: `pool ${pool} has failed or needs a metadata check` };
+        if (!status.healthy || status.needsCheck)
+          return { ready: false, reason: `pool ${pool} has failed or needs a metadata check` };
       } catch (err) {
         return { ready: false, reason: `pool ${pool} cannot be read: ${describe(err)}` };
       }
@@ -196,15 +213,21 @@ export class ThinPoolEngine {
   async deviceCondition(name: string): Promise<DeviceCondition> {
     const device = this.ctx.store.getDevice(name);
     if (!device) return { abnormal: true, message: `device ${name} is not in the state store` };
-    if (device.state === DeviceState.Faulty) return { abnormal: true, message: `device is faulty: ${device.lastError ?? "unknown reason"}` };
+    if (device.state === DeviceState.Faulty)
+      return { abnormal: true, message: `device is faulty: ${device.lastError ?? "unknown reason"}` };
     const status = await this.poolStatus(device.pool).catch((err: unknown) => new Error(describe(err)));
-    if (status instanceof Error) return { abnormal: true, message: `pool ${device.pool} cannot be read: ${status.message}` };
-    if (!status.healthy || status.needsCheck) return { abnormal: true, message: `pool ${device.pool} has failed or needs a metadata check` };
-    if (status.mode === "ro") return { abnormal: true, message: `pool ${device.pool} is read-only (metadata trouble)` };
-    if (status.mode === "out_of_data_space") return { abnormal: true, message: `pool ${device.pool} is out of data space: writes fail` };
+    if (status instanceof Error)
+      return { abnormal: true, message: `pool ${device.pool} cannot be read: ${status.message}` };
+    if (!status.healthy || status.needsCheck)
+      return { abnormal: true, message: `pool ${device.pool} has failed or needs a metadata check` };
+    if (status.mode === "ro")
+      return { abnormal: true, message: `pool ${device.pool} is read-only (metadata trouble)` };
+    if (status.mode === "out_of_data_space")
+      return { abnormal: true, message: `pool ${device.pool} is out of data space: writes fail` };
     if (device.state === DeviceState.Active) {
       const info = await this.ctx.dm.info(dmNameOf(this.ctx, name));
-      if (!info) return { abnormal: true, message: "device should be active but has no device-mapper device" };
+      if (!info)
+        return { abnormal: true, message: "device should be active but has no device-mapper device" };
       if (info.suspended) return { abnormal: true, message: "device is suspended: I/O is frozen" };
     }
     return { abnormal: false, message: "healthy" };
@@ -256,69 +279,81 @@ export class ThinPoolEngine {
     const source = this.ctx.store.getDevice(spec.source);
     if (!source) throw new EngineError("NotFound", `source device ${spec.source} does not exist`);
     const pool = this.pool(source.pool);
-    return this.locks.runExclusiveMany([devKey(spec.name), devKey(spec.source), poolKey(pool.name)], async () => {
-      this.refuseExisting(spec.name);
-      const origin = this.ctx.store.getDevice(spec.source);
-      if (!origin) throw new EngineError("NotFound", `source device ${spec.source} does not exist`);
-      if (origin.state !== DeviceState.Active && origin.state !== DeviceState.Inactive) {
-        throw new EngineError(origin.state === DeviceState.Faulty ? "Faulty" : "Busy", `source device ${spec.source} is ${origin.state}`);
-      }
-      const sizeBytes = spec.sizeBytes === undefined ? origin.sizeBytes : this.checkedSize(pool.name, spec.sizeBytes);
-      if (sizeBytes < origin.sizeBytes) {
-        throw new EngineError("OutOfRange", `requested ${sizeBytes} bytes is smaller than the source's ${origin.sizeBytes} bytes`);
-      }
-      await this.checkCapacity(pool.name, sizeBytes);
-      const intent = this.recordCreateIntent(pool, {
-        name: spec.name,
-        kind: spec.kind,
-        sizeBytes,
-        parent: origin.name,
-        requestName: spec.requestName ?? null,
-        attributes: spec.attributes ?? {},
-      });
-      crashPoint("snapshot.intent-committed");
+    return this.locks.runExclusiveMany(
+      [devKey(spec.name), devKey(spec.source), poolKey(pool.name)],
+      async () => {
+        this.refuseExisting(spec.name);
+        const origin = this.ctx.store.getDevice(spec.source);
+        if (!origin) throw new EngineError("NotFound", `source device ${spec.source} does not exist`);
+        if (origin.state !== DeviceState.Active && origin.state !== DeviceState.Inactive) {
+          throw new EngineError(
+            origin.state === DeviceState.Faulty ? "Faulty" : "Busy",
+            `source device ${spec.source} is ${origin.state}`,
+          );
+        }
+        const sizeBytes =
+          spec.sizeBytes === undefined ? origin.sizeBytes : this.checkedSize(pool.name, spec.sizeBytes);
+        if (sizeBytes < origin.sizeBytes) {
+          throw new EngineError(
+            "OutOfRange",
+            `requested ${sizeBytes} bytes is smaller than the source's ${origin.sizeBytes} bytes`,
+          );
+        }
+        await this.checkCapacity(pool.name, sizeBytes);
+        const intent = this.recordCreateIntent(pool, {
+          name: spec.name,
+          kind: spec.kind,
+          sizeBytes,
+          parent: origin.name,
+          requestName: spec.requestName ?? null,
+          attributes: spec.attributes ?? {},
+        });
+        crashPoint("snapshot.intent-committed");
 
-      const originDm = dmNameOf(this.ctx, origin.name);
-      const live = await this.ctx.dm.info(originDm);
-      let failure: unknown;
-      if (live) {
-        try {
-          await this.ctx.dm.suspend(originDm);
-        } catch (err) {
-          this.ctx.store.deleteDevice(spec.name);
-          await this.ensureResumed(origin.name);
-          throw asEngineError(err, `suspending origin ${origin.name}`);
-        }
-      }
-      const frozenAt = Date.now();
-      try {
-        crashPoint("snapshot.origin-suspended");
-        await this.sendCreate(pool, intent, (id) => `create_snap ${id} ${origin.deviceId}`);
-        crashPoint("snapshot.kernel-created");
-      } catch (err) {
-        failure = err;
-      } finally {
+        const originDm = dmNameOf(this.ctx, origin.name);
+        const live = await this.ctx.dm.info(originDm);
+        let failure: unknown;
         if (live) {
-          await this.ensureResumed(origin.name);
-          this.observer.onSuspend?.(origin.name, Date.now() - frozenAt);
+          try {
+            await this.ctx.dm.suspend(originDm);
+          } catch (err) {
+            this.ctx.store.deleteDevice(spec.name);
+            await this.ensureResumed(origin.name);
+            throw asEngineError(err, `suspending origin ${origin.name}`);
+          }
         }
-      }
-      crashPoint("snapshot.origin-resumed");
-      if (failure !== undefined) {
-        this.ctx.store.deleteDevice(spec.name);
-        throw asEngineError(failure, `snapshotting ${origin.name}`);
-      }
-      return this.finishCreate(pool, spec.name);
-    });
+        const frozenAt = Date.now();
+        try {
+          crashPoint("snapshot.origin-suspended");
+          await this.sendCreate(pool, intent, (id) => `create_snap ${id} ${origin.deviceId}`);
+          crashPoint("snapshot.kernel-created");
+        } catch (err) {
+          failure = err;
+        } finally {
+          if (live) {
+            await this.ensureResumed(origin.name);
+            this.observer.onSuspend?.(origin.name, Date.now() - frozenAt);
+          }
+        }
+        crashPoint("snapshot.origin-resumed");
+        if (failure !== undefined) {
+          this.ctx.store.deleteDevice(spec.name);
+          throw asEngineError(failure, `snapshotting ${origin.name}`);
+        }
+        return this.finishCreate(pool, spec.name);
+      },
+    );
   }
 
   private refuseExisting(name: string): void {
     const existing = this.ctx.store.getDevice(name);
-    if (existing) throw new EngineError("AlreadyExists", `device ${name} already exists (state ${existing.state})`);
+    if (existing)
+      throw new EngineError("AlreadyExists", `device ${name} already exists (state ${existing.state})`);
   }
 
   private checkedSize(pool: string, bytes: number): number {
-    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new EngineError("InvalidArgument", `size must be a positive whole number of bytes, got ${bytes}`);
+    if (!Number.isSafeInteger(bytes) || bytes <= 0)
+      throw new EngineError("InvalidArgument", `size must be a positive whole number of bytes, got ${bytes}`);
     return this.roundSize(pool, bytes);
   }
 
@@ -336,7 +371,8 @@ export class ThinPoolEngine {
     const store = this.ctx.store;
     return store.transaction(() => {
       const deviceId = store.lowestFreeDeviceId(pool.name);
-      if (deviceId === undefined) throw new EngineError("NoSpace", `pool ${pool.name}: all 2^24 thin device ids are in use`);
+      if (deviceId === undefined)
+        throw new EngineError("NoSpace", `pool ${pool.name}: all 2^24 thin device ids are in use`);
       if (device.requestName !== null && store.findDeviceByRequestName(device.kind, device.requestName)) {
         throw new EngineError("AlreadyExists", `a ${device.kind} named ${device.requestName} already exists`);
       }
@@ -354,7 +390,11 @@ export class ThinPoolEngine {
    * Sends create_thin/create_snap. EEXIST means a device the store does not know holds the id: record the
    * id as quarantined (never reused silently) and take the next free one.
    */
-  private async sendCreate(pool: PoolRuntime, intent: DeviceRecord, message: (id: number) => string): Promise<void> {
+  private async sendCreate(
+    pool: PoolRuntime,
+    intent: DeviceRecord,
+    message: (id: number) => string,
+  ): Promise<void> {
     let deviceId = intent.deviceId;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -365,13 +405,21 @@ export class ThinPoolEngine {
         const store = this.ctx.store;
         const collided = deviceId;
         deviceId = store.transaction(() => {
-          store.quarantineId(pool.name, collided, "the pool already holds this id but the store has no device for it");
+          store.quarantineId(
+            pool.name,
+            collided,
+            "the pool already holds this id but the store has no device for it",
+          );
           const next = store.lowestFreeDeviceId(pool.name);
-          if (next === undefined) throw new EngineError("NoSpace", `pool ${pool.name}: no free thin device id left`);
+          if (next === undefined)
+            throw new EngineError("NoSpace", `pool ${pool.name}: no free thin device id left`);
           store.updateDevice(intent.name, { deviceId: next });
           return next;
         });
-        this.ctx.logger.warn({ pool: pool.name, deviceId: collided, next: deviceId }, "thin device id already taken in the pool; quarantined it");
+        this.ctx.logger.warn(
+          { pool: pool.name, deviceId: collided, next: deviceId },
+          "thin device id already taken in the pool; quarantined it",
+        );
       }
     }
   }
@@ -382,7 +430,11 @@ export class ThinPoolEngine {
     crashPoint("create.txid-advanced");
     return this.ctx.store.transaction(() => {
       if (advanced) this.ctx.store.setPoolTransactionId(pool.name, Number(pool.kernelTxid));
-      return this.ctx.store.updateDevice(name, { state: DeviceState.Inactive, pending: null, lastError: null });
+      return this.ctx.store.updateDevice(name, {
+        state: DeviceState.Inactive,
+        pending: null,
+        lastError: null,
+      });
     });
   }
 
@@ -398,7 +450,10 @@ export class ThinPoolEngine {
       pool.kernelTxid = next;
       return true;
     } catch (err) {
-      this.ctx.logger.warn({ pool: pool.name, err: describe(err) }, "set_transaction_id failed; re-reading the pool's id");
+      this.ctx.logger.warn(
+        { pool: pool.name, err: describe(err) },
+        "set_transaction_id failed; re-reading the pool's id",
+      );
       pool.kernelTxid = parsePoolStatus(await this.ctx.dm.status(pool.dmName)).transactionId;
       return false;
     }
@@ -410,7 +465,8 @@ export class ThinPoolEngine {
   async activate(name: string): Promise<string> {
     return this.locks.runExclusive(devKey(name), async () => {
       const device = this.requireDevice(name);
-      if (device.state === DeviceState.Faulty) throw new EngineError("Faulty", `device ${name} is faulty: ${device.lastError ?? ""}`);
+      if (device.state === DeviceState.Faulty)
+        throw new EngineError("Faulty", `device ${name} is faulty: ${device.lastError ?? ""}`);
       if (device.state === DeviceState.Creating || device.state === DeviceState.Deleting) {
         throw new EngineError("Busy", `device ${name} is ${device.state}`);
       }
@@ -469,7 +525,13 @@ export class ThinPoolEngine {
   /** Without udev nobody else creates /dev/mapper nodes; make sure the node is there. */
   private async ensureDeviceNode(dmName: string): Promise<void> {
     const path = `/dev/mapper/${dmName}`;
-    if (await access(path).then(() => true, () => false)) return;
+    if (
+      await access(path).then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
     await this.ctx.dm.mknodes(dmName);
   }
 
@@ -482,17 +544,26 @@ export class ThinPoolEngine {
       const current = this.requireDevice(name);
       const sizeBytes = this.checkedSize(current.pool, requestedBytes);
       if (sizeBytes < current.sizeBytes) {
-        throw new EngineError("OutOfRange", `cannot shrink ${name} from ${current.sizeBytes} to ${sizeBytes} bytes`);
+        throw new EngineError(
+          "OutOfRange",
+          `cannot shrink ${name} from ${current.sizeBytes} to ${sizeBytes} bytes`,
+        );
       }
       if (sizeBytes === current.sizeBytes) return current;
       if (current.state !== DeviceState.Active && current.state !== DeviceState.Inactive) {
-        throw new EngineError(current.state === DeviceState.Faulty ? "Faulty" : "Busy", `device ${name} is ${current.state}`);
+        throw new EngineError(
+          current.state === DeviceState.Faulty ? "Faulty" : "Busy",
+          `device ${name} is ${current.state}`,
+        );
       }
       await this.checkCapacity(current.pool, sizeBytes - current.sizeBytes);
       const pool = this.pool(current.pool);
       const live = await this.ctx.dm.info(dmNameOf(this.ctx, name));
       const fromState = live ? DeviceState.Active : DeviceState.Inactive;
-      this.ctx.store.updateDevice(name, { state: DeviceState.Resizing, pending: { op: "resize", sizeBytes, fromState } });
+      this.ctx.store.updateDevice(name, {
+        state: DeviceState.Resizing,
+        pending: { op: "resize", sizeBytes, fromState },
+      });
       crashPoint("resize.intent-committed");
       if (live) await this.reloadSize({ ...current, sizeBytes }, pool);
       crashPoint("resize.table-reloaded");
@@ -500,7 +571,10 @@ export class ThinPoolEngine {
     });
   }
 
-  private async reloadSize(device: Pick<DeviceRecord, "name" | "sizeBytes" | "deviceId">, pool: PoolRuntime): Promise<void> {
+  private async reloadSize(
+    device: Pick<DeviceRecord, "name" | "sizeBytes" | "deviceId">,
+    pool: PoolRuntime,
+  ): Promise<void> {
     const dmName = dmNameOf(this.ctx, device.name);
     await this.ctx.dm.reload(dmName, thinTableOf(pool, device));
     await this.ctx.dm.resume(dmName);
@@ -523,7 +597,10 @@ export class ThinPoolEngine {
       const dmName = dmNameOf(this.ctx, name);
       const live = await this.ctx.dm.info(dmName);
       if (live && live.openCount > 0) {
-        throw new EngineError("Busy", `device ${name} is in use (open count ${live.openCount}); unmount it first`);
+        throw new EngineError(
+          "Busy",
+          `device ${name} is in use (open count ${live.openCount}); unmount it first`,
+        );
       }
       const previous = current.state === DeviceState.Deleting ? DeviceState.Inactive : current.state;
       this.ctx.store.updateDevice(name, {
@@ -557,7 +634,10 @@ export class ThinPoolEngine {
       await this.ctx.runner.run("blkdiscard", [devicePathOf(this.ctx, device.name)], { timeoutMs: 600_000 });
     } catch (err) {
       // Discard is an optimisation (space returns to the layer below); the delete itself must go on.
-      this.ctx.logger.warn({ device: device.name, err: describe(err) }, "blkdiscard failed; deleting without discard");
+      this.ctx.logger.warn(
+        { device: device.name, err: describe(err) },
+        "blkdiscard failed; deleting without discard",
+      );
     }
   }
 
@@ -583,7 +663,11 @@ export class ThinPoolEngine {
 
   private pool(name: string): PoolRuntime {
     const pool = this.ctx.pools.get(name);
-    if (!pool) throw new EngineError("InvalidArgument", `unknown pool '${name}' (configured: ${this.poolNames.join(", ")})`);
+    if (!pool)
+      throw new EngineError(
+        "InvalidArgument",
+        `unknown pool '${name}' (configured: ${this.poolNames.join(", ")})`,
+      );
     return pool;
   }
 
@@ -602,7 +686,9 @@ const poolKey = (name: string): string => `pool:${name}`;
 
 function validateName(name: string): void {
   if (!NAME_PATTERN.test(name)) {
-    throw new EngineError("InvalidArgument", `device name '${name}' must be 1-100 characters of [A-Za-z0-9._-]`);
+    throw new EngineError(
+      "InvalidArgument",
+      `device name '${name}' must be 1-100 characters of [A-Za-z0-9._-]`,
+    );
   }
 }
-

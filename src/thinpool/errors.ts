@@ -98,9 +98,14 @@ export function asEngineError(err: unknown, what: string): EngineError {
   if (err instanceof EngineError) return err;
   if (err instanceof CommandError) {
     const code =
-      err.errno === "ENOSPC" ? "NoSpace" : err.errno === "EBUSY" ? "Busy" : err.errno === "ENXIO" ? "NotFound" : "Internal";
+      err.errno === "ENOSPC"
+        ? "NoSpace"
+        : err.errno === "EBUSY"
+          ? "Busy"
+          : err.errno === "ENXIO"
+            ? "NotFound"
+            : "Internal";
     return new EngineError(code, `${what}: ${err.message}`, { cause: err });
   }
   return new EngineError("Internal", `${what}: ${describe(err)}`, { cause: err });
 }
-

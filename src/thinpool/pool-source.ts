@@ -50,7 +50,13 @@ export async function assemblePool(spec: PoolSpec, ctx: AssembleContext): Promis
     case "existing":
       return openExistingPool(spec.name, spec.source.device, ctx);
     case "devices":
-      return assembleFromDevices(spec.name, spec.source.data, spec.source.metadata, spec.source.blockSizeBytes, ctx);
+      return assembleFromDevices(
+        spec.name,
+        spec.source.data,
+        spec.source.metadata,
+        spec.source.blockSizeBytes,
+        ctx,
+      );
     case "loop": {
       const { data, metadata } = await attachLoopFiles(spec.name, spec.source, ctx.runner);
       const pool = await assembleFromDevices(spec.name, data, metadata, spec.source.blockSizeBytes, ctx);
@@ -92,7 +98,10 @@ async function assembleFromDevices(
 ): Promise<AssembledPool> {
   const blockBytes = blockSizeBytes ?? DEFAULT_BLOCK_BYTES;
   if (blockBytes % (64 * 1024) !== 0 || blockBytes < 64 * 1024 || blockBytes > 1024 * 1024 * 1024) {
-    throw new EngineError("InvalidArgument", `pool '${name}': block size must be a multiple of 64KiB, got ${blockBytes}`);
+    throw new EngineError(
+      "InvalidArgument",
+      `pool '${name}': block size must be a multiple of 64KiB, got ${blockBytes}`,
+    );
   }
   const dmName = POOL_DM_PREFIX + name;
   const [dataDevno, metaDevno] = await Promise.all([deviceNumber(dataPath), deviceNumber(metadataPath)]);
@@ -108,7 +117,14 @@ async function assembleFromDevices(
           `not on ${dataPath} (${dataDevno}) / ${metadataPath} (${metaDevno})`,
       );
     }
-    return { name, dmName, devno: live.devno, blockBytes: table.blockSizeSectors * SECTOR_BYTES, ownsTransactionId: true, notes: [`pool ${dmName} already assembled`] };
+    return {
+      name,
+      dmName,
+      devno: live.devno,
+      blockBytes: table.blockSizeSectors * SECTOR_BYTES,
+      ownsTransactionId: true,
+      notes: [`pool ${dmName} already assembled`],
+    };
   }
 
   const content = classifyMetadataHead(await readHead(metadataPath, 4096));
@@ -130,21 +146,30 @@ async function assembleFromDevices(
   const dataBytes = await blockDeviceBytes(ctx.runner, dataPath);
   const blockSectors = blockBytes / SECTOR_BYTES;
   const lengthSectors = Math.floor(dataBytes / SECTOR_BYTES / blockSectors) * blockSectors;
-  if (lengthSectors === 0) throw new EngineError("InvalidArgument", `pool '${name}': data device ${dataPath} is smaller than one block`);
+  if (lengthSectors === 0)
+    throw new EngineError(
+      "InvalidArgument",
+      `pool '${name}': data device ${dataPath} is smaller than one block`,
+    );
   // error_if_no_space: when the data space runs out, writes fail at once instead of queueing for 60 s and
   // freezing every workload on the node (see docs/RELIABILITY.md). Block zeroing stays on so a new volume
   // never shows another tenant's old data.
   const table = `0 ${lengthSectors} thin-pool ${metaDevno} ${dataDevno} ${blockSectors} 0 1 error_if_no_space`;
   await ctx.dmsetup.create(dmName, table, `THINPOOL-CSI-POOL-${name}`);
   const info = await ctx.dmsetup.info(dmName);
-  if (!info) throw new EngineError("PoolUnavailable", `pool '${name}': ${dmName} vanished right after creation`);
+  if (!info)
+    throw new EngineError("PoolUnavailable", `pool '${name}': ${dmName} vanished right after creation`);
   return {
     name,
     dmName,
     devno: info.devno,
     blockBytes,
     ownsTransactionId: true,
-    notes: [content === "blank" ? `created new pool ${dmName}` : `re-assembled pool ${dmName} from existing metadata`],
+    notes: [
+      content === "blank"
+        ? `created new pool ${dmName}`
+        : `re-assembled pool ${dmName} from existing metadata`,
+    ],
   };
 }
 
@@ -164,7 +189,9 @@ async function attachLoopFiles(
       await handle.truncate(sizeBytes);
       await handle.close();
     }
-    const found = (await runner.run("losetup", ["--list", "--noheadings", "--output", "NAME", "--associated", file])).stdout.trim();
+    const found = (
+      await runner.run("losetup", ["--list", "--noheadings", "--output", "NAME", "--associated", file])
+    ).stdout.trim();
     if (found) return found.split("\n")[0] as string;
     return (await runner.run("losetup", ["--find", "--show", file])).stdout.trim();
   };

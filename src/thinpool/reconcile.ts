@@ -80,7 +80,8 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
 
   const known = new Set(ctx.store.listDevices().map((d) => dmNameOf(ctx, d.name)));
   for (const name of live.keys()) {
-    if (!known.has(name)) ctx.logger.warn({ dm: name }, "dm device with the driver's prefix is unknown to the store; left alone");
+    if (!known.has(name))
+      ctx.logger.warn({ dm: name }, "dm device with the driver's prefix is unknown to the store; left alone");
   }
   report.durationMs = Date.now() - started;
   ctx.logger.info({ reconcile: report }, "start-up reconciliation finished");
@@ -101,7 +102,8 @@ async function settle(
   const dmName = dmNameOf(ctx, device.name);
   switch (device.state) {
     case DeviceState.Creating: {
-      const intendedTxid = device.pending && "txid" in device.pending ? BigInt(device.pending.txid) : undefined;
+      const intendedTxid =
+        device.pending && "txid" in device.pending ? BigInt(device.pending.txid) : undefined;
       if (pool.ownsTransactionId && intendedTxid !== undefined && pool.kernelTxid === intendedTxid) {
         ctx.store.updateDevice(device.name, { state: DeviceState.Inactive, pending: null });
         report.rolledForward++;
@@ -129,7 +131,11 @@ async function settle(
       const grown = { ...device, sizeBytes: Math.max(device.sizeBytes, target.sizeBytes) };
       if (live) await reloadIfShorter(ctx, pool, grown);
       const state = live ? DeviceState.Active : target.fromState;
-      const updated = ctx.store.updateDevice(device.name, { state, sizeBytes: grown.sizeBytes, pending: null });
+      const updated = ctx.store.updateDevice(device.name, {
+        state,
+        sizeBytes: grown.sizeBytes,
+        pending: null,
+      });
       report.rolledForward++;
       return state === DeviceState.Active && !live ? updated : undefined;
     }
@@ -138,7 +144,8 @@ async function settle(
       if (!live) return device;
       if (live.deferredRemove) await ctx.dm.cancelDeferredRemove(dmName);
       await reloadIfShorter(ctx, pool, device);
-      if (device.state === DeviceState.Activating) ctx.store.updateDevice(device.name, { state: DeviceState.Active });
+      if (device.state === DeviceState.Activating)
+        ctx.store.updateDevice(device.name, { state: DeviceState.Active });
       return undefined;
     }
     case DeviceState.Deactivating: {
@@ -181,7 +188,11 @@ function markFaulty(ctx: EngineContext, device: DeviceRecord, reason: string): v
  * Compares the ids in the pool's metadata (thin_ls on a metadata snapshot, so the live pool is not
  * disturbed) with the store. Skipped, with a note, when thin_ls is not installed.
  */
-async function crossCheckMetadata(ctx: EngineContext, pool: PoolRuntime, report: ReconcileReport): Promise<void> {
+async function crossCheckMetadata(
+  ctx: EngineContext,
+  pool: PoolRuntime,
+  report: ReconcileReport,
+): Promise<void> {
   const ids = await listPoolIds(ctx, pool);
   if (!ids) return;
   const quarantined = new Set(ctx.store.listQuarantined(pool.name).map((q) => q.deviceId));
@@ -190,7 +201,10 @@ async function crossCheckMetadata(ctx: EngineContext, pool: PoolRuntime, report:
     if (byId.has(id) || quarantined.has(id)) continue;
     ctx.store.quarantineId(pool.name, id, "found in the pool's metadata but unknown to the store");
     report.quarantined++;
-    ctx.logger.warn({ pool: pool.name, deviceId: id }, "unknown thin id in the pool quarantined (not deleted)");
+    ctx.logger.warn(
+      { pool: pool.name, deviceId: id },
+      "unknown thin id in the pool quarantined (not deleted)",
+    );
   }
   for (const [id, device] of byId) {
     if (ids.has(id) || device.state === DeviceState.Faulty) continue;
@@ -210,8 +224,20 @@ async function listPoolIds(ctx: EngineContext, pool: PoolRuntime): Promise<Set<n
     await ctx.dm.message(pool.dmName, "reserve_metadata_snap");
   }
   try {
-    const { stdout } = await ctx.runner.run("thin_ls", ["--metadata-snap", "--no-headers", "--format", "DEV", metaPath]);
-    return new Set(stdout.split("\n").map((l) => l.trim()).filter(Boolean).map(Number));
+    const { stdout } = await ctx.runner.run("thin_ls", [
+      "--metadata-snap",
+      "--no-headers",
+      "--format",
+      "DEV",
+      metaPath,
+    ]);
+    return new Set(
+      stdout
+        .split("\n")
+        .map((l) => l.trim())
+        .filter(Boolean)
+        .map(Number),
+    );
   } catch (err) {
     if (err instanceof CommandError && err.errno === "ENOENT" && err.exitCode === null) {
       ctx.logger.info({ pool: pool.name }, "thin_ls not installed; skipping the pool metadata cross-check");

@@ -104,7 +104,8 @@ export function parsePoolTable(line: string): PoolTable {
   const fields = line.trim().split(/\s+/);
   if (fields[2] !== "thin-pool") throw new Error(`not a thin-pool table: '${line.trim()}'`);
   const [, length, , meta, data, block, lowWater, featureCount, ...features] = fields;
-  if (!length || !meta || !data || !block || !lowWater) throw new Error(`truncated thin-pool table: '${line}'`);
+  if (!length || !meta || !data || !block || !lowWater)
+    throw new Error(`truncated thin-pool table: '${line}'`);
   return {
     lengthSectors: Number(length),
     metadataDevice: meta,

@@ -24,9 +24,19 @@ describe("engine across a reboot (two boots, same disks)", function () {
   after(async () => rm(work, { recursive: true, force: true }));
 
   it("reactivates what was active, keeps the rest inactive, and every checksum matches", async () => {
-    const env = { THINPOOL_VM: "1", THINPOOL_E2E_DATA_DEV: "/dev/vda", THINPOOL_E2E_META_DEV: "/dev/vdb", THINPOOL_E2E_STATE_DEV: "/dev/vdc" };
+    const env = {
+      THINPOOL_VM: "1",
+      THINPOOL_E2E_DATA_DEV: "/dev/vda",
+      THINPOOL_E2E_META_DEV: "/dev/vdb",
+      THINPOOL_E2E_STATE_DEV: "/dev/vdc",
+    };
     const run = (phase: string) =>
-      runInVm({ command: ["node", "dist/test/e2e/support/reboot-phase.js", phase], env, disks, timeoutMs: 10 * 60_000 });
+      runInVm({
+        command: ["node", "dist/test/e2e/support/reboot-phase.js", phase],
+        env,
+        disks,
+        timeoutMs: 10 * 60_000,
+      });
     const first = await run("prepare");
     assert.equal(first.exitCode, 0, first.output);
     assert.match(first.output, /PREPARED/);

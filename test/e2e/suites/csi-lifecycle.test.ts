@@ -18,7 +18,10 @@ import { createLogger } from "../../../src/server/logger.js";
 import { E2E_DATA_DEV, E2E_META_DEV, removeAllDmDevices, sh, zeroHead } from "../support/vm-env.js";
 
 const MiB = 1024 * 1024;
-const mountCap = { access_mode: { mode: "SINGLE_NODE_WRITER" as const }, mount: { fs_type: "ext4", mount_flags: [] } };
+const mountCap = {
+  access_mode: { mode: "SINGLE_NODE_WRITER" as const },
+  mount: { fs_type: "ext4", mount_flags: [] },
+};
 
 async function rejectsWithCode(promise: Promise<unknown>, code: status, pattern?: RegExp): Promise<void> {
   await assert.rejects(promise, (err: ServiceError) => {
@@ -38,20 +41,37 @@ describe("CSI lifecycle over the socket on a real pool", function () {
   let volumeId = "";
   let snapshotId = "";
   let restoreId = "";
-  const stage = (id: string) => join(kubelet, "plugins/kubernetes.io/csi/thinpool.csi.dev", id.slice(0, 26), "globalmount");
-  const target = (id: string) => join(kubelet, "pods/pod-1/volumes/kubernetes.io~csi", id.slice(0, 26), "mount");
+  const stage = (id: string) =>
+    join(kubelet, "plugins/kubernetes.io/csi/thinpool.csi.dev", id.slice(0, 26), "globalmount");
+  const target = (id: string) =>
+    join(kubelet, "pods/pod-1/volumes/kubernetes.io~csi", id.slice(0, 26), "mount");
 
   before(async () => {
     await removeAllDmDevices();
     await zeroHead(E2E_META_DEV);
     mkdirSync(kubelet, { recursive: true });
     const { config } = parseServeArgs(
-      ["--endpoint", `unix://${socket}`, "--node-id", "node-a", "--state-dir", join(dir, "state"), "--kubelet-dir", kubelet,
-        "--pool", `name=default,type=devices,data=${E2E_DATA_DEV},metadata=${E2E_META_DEV}`, "--metrics-address", ""],
+      [
+        "--endpoint",
+        `unix://${socket}`,
+        "--node-id",
+        "node-a",
+        "--state-dir",
+        join(dir, "state"),
+        "--kubelet-dir",
+        kubelet,
+        "--pool",
+        `name=default,type=devices,data=${E2E_DATA_DEV},metadata=${E2E_META_DEV}`,
+        "--metrics-address",
+        "",
+      ],
       { env: {} },
     );
     assert.ok(config);
-    driver = await startDriver(config, thinpoolDriverFactories, { handleSignals: false, logger: createLogger({ level: "silent" }) });
+    driver = await startDriver(config, thinpoolDriverFactories, {
+      handleSignals: false,
+      logger: createLogger({ level: "silent" }),
+    });
     await driver.started;
     csi = new CsiClient(socket);
   });
@@ -70,7 +90,12 @@ describe("CSI lifecycle over the socket on a real pool", function () {
   });
 
   it("creates a volume idempotently and refuses the same name with another size", async () => {
-    const request = { name: "pvc-1", capacity_range: { required_bytes: 64 * MiB }, volume_capabilities: [mountCap], parameters: { "csi.storage.k8s.io/pvc/name": "data" } };
+    const request = {
+      name: "pvc-1",
+      capacity_range: { required_bytes: 64 * MiB },
+      volume_capabilities: [mountCap],
+      parameters: { "csi.storage.k8s.io/pvc/name": "data" },
+    };
     const first = await csi.controller("CreateVolume", request);
     const again = await csi.controller("CreateVolume", request);
     volumeId = first.volume?.volume_id ?? "";
@@ -78,36 +103,75 @@ describe("CSI lifecycle over the socket on a real pool", function () {
     assert.equal(again.volume?.volume_id, volumeId);
     assert.equal(first.volume?.capacity_bytes, String(64 * MiB));
     assert.deepEqual(first.volume?.accessible_topology?.[0]?.segments, { "thinpool.csi.dev/node": "node-a" });
-    await rejectsWithCode(csi.controller("CreateVolume", { ...request, capacity_range: { required_bytes: 32 * MiB } }), status.ALREADY_EXISTS);
-    await rejectsWithCode(csi.controller("CreateVolume", { ...request, name: "pvc-x", parameters: { colour: "blue" } }), status.INVALID_ARGUMENT, /unknown parameter\(s\) colour/);
-    await rejectsWithCode(csi.controller("CreateVolume", { ...request, name: "pvc-y", volume_capabilities: [{ ...mountCap, access_mode: { mode: "MULTI_NODE_MULTI_WRITER" } }] }), status.INVALID_ARGUMENT);
+    await rejectsWithCode(
+      csi.controller("CreateVolume", { ...request, capacity_range: { required_bytes: 32 * MiB } }),
+      status.ALREADY_EXISTS,
+    );
+    await rejectsWithCode(
+      csi.controller("CreateVolume", { ...request, name: "pvc-x", parameters: { colour: "blue" } }),
+      status.INVALID_ARGUMENT,
+      /unknown parameter\(s\) colour/,
+    );
+    await rejectsWithCode(
+      csi.controller("CreateVolume", {
+        ...request,
+        name: "pvc-y",
+        volume_capabilities: [{ ...mountCap, access_mode: { mode: "MULTI_NODE_MULTI_WRITER" } }],
+      }),
+      status.INVALID_ARGUMENT,
+    );
   });
 
   it("stages (mkfs once), publishes and writes; repeated calls are idempotent", async () => {
-    const stageReq = { volume_id: volumeId, staging_target_path: stage(volumeId), volume_capability: mountCap };
+    const stageReq = {
+      volume_id: volumeId,
+      staging_target_path: stage(volumeId),
+      volume_capability: mountCap,
+    };
     await csi.node("NodeStageVolume", stageReq);
     await csi.node("NodeStageVolume", stageReq);
     const pubReq = { ...stageReq, target_path: target(volumeId) };
-    await rejectsWithCode(csi.node("NodePublishVolume", { ...pubReq, staging_target_path: join(kubelet, "not-staged") }), status.FAILED_PRECONDITION);
+    await rejectsWithCode(
+      csi.node("NodePublishVolume", { ...pubReq, staging_target_path: join(kubelet, "not-staged") }),
+      status.FAILED_PRECONDITION,
+    );
     await csi.node("NodePublishVolume", pubReq);
     await csi.node("NodePublishVolume", pubReq);
     writeFileSync(join(target(volumeId), "hello.txt"), "written before the snapshot\n");
     await sh("sync", []);
-    await rejectsWithCode(csi.node("NodePublishVolume", { ...pubReq, target_path: "/etc/evil" }), status.INVALID_ARGUMENT, /outside the kubelet directory/);
-    const stats = await csi.node("NodeGetVolumeStats", { volume_id: volumeId, volume_path: target(volumeId) });
+    await rejectsWithCode(
+      csi.node("NodePublishVolume", { ...pubReq, target_path: "/etc/evil" }),
+      status.INVALID_ARGUMENT,
+      /outside the kubelet directory/,
+    );
+    const stats = await csi.node("NodeGetVolumeStats", {
+      volume_id: volumeId,
+      volume_path: target(volumeId),
+    });
     assert.equal(stats.volume_condition?.abnormal, false);
     assert.ok(stats.usage.some((u) => u.unit === "BYTES" && Number(u.total) > 50 * MiB));
   });
 
   it("snapshots while a writer runs and restores into a larger volume that reads back", async () => {
-    const writer = execa("sh", ["-c", `while :; do dd if=/dev/zero of=${target(volumeId)}/stream bs=64k count=16 conv=fsync 2>/dev/null; done`], { reject: false });
+    const writer = execa(
+      "sh",
+      [
+        "-c",
+        `while :; do dd if=/dev/zero of=${target(volumeId)}/stream bs=64k count=16 conv=fsync 2>/dev/null; done`,
+      ],
+      { reject: false },
+    );
     await new Promise((r) => setTimeout(r, 1000));
     const snap = await csi.controller("CreateSnapshot", { name: "snap-1", source_volume_id: volumeId });
     writer.kill("SIGKILL");
     await writer;
     snapshotId = snap.snapshot?.snapshot_id ?? "";
     assert.equal(snap.snapshot?.ready_to_use, true);
-    assert.equal((await csi.controller("CreateSnapshot", { name: "snap-1", source_volume_id: volumeId })).snapshot?.snapshot_id, snapshotId);
+    assert.equal(
+      (await csi.controller("CreateSnapshot", { name: "snap-1", source_volume_id: volumeId })).snapshot
+        ?.snapshot_id,
+      snapshotId,
+    );
 
     const restore = await csi.controller("CreateVolume", {
       name: "pvc-restore",
@@ -117,30 +181,56 @@ describe("CSI lifecycle over the socket on a real pool", function () {
     });
     restoreId = restore.volume?.volume_id ?? "";
     assert.equal(restore.volume?.content_source?.snapshot?.snapshot_id, snapshotId);
-    await csi.node("NodeStageVolume", { volume_id: restoreId, staging_target_path: stage(restoreId), volume_capability: mountCap });
+    await csi.node("NodeStageVolume", {
+      volume_id: restoreId,
+      staging_target_path: stage(restoreId),
+      volume_capability: mountCap,
+    });
     assert.equal(readFileSync(join(stage(restoreId), "hello.txt"), "utf8"), "written before the snapshot\n");
-    const stats = await csi.node("NodeGetVolumeStats", { volume_id: restoreId, volume_path: stage(restoreId) });
-    assert.ok(Number(stats.usage.find((u) => u.unit === "BYTES")?.total) > 100 * MiB, "filesystem grown to the larger size at first stage");
+    const stats = await csi.node("NodeGetVolumeStats", {
+      volume_id: restoreId,
+      volume_path: stage(restoreId),
+    });
+    assert.ok(
+      Number(stats.usage.find((u) => u.unit === "BYTES")?.total) > 100 * MiB,
+      "filesystem grown to the larger size at first stage",
+    );
     await rejectsWithCode(
-      csi.controller("CreateVolume", { name: "pvc-small", capacity_range: { required_bytes: 16 * MiB, limit_bytes: 16 * MiB }, volume_capabilities: [mountCap], volume_content_source: { snapshot: { snapshot_id: snapshotId } } }),
+      csi.controller("CreateVolume", {
+        name: "pvc-small",
+        capacity_range: { required_bytes: 16 * MiB, limit_bytes: 16 * MiB },
+        volume_capabilities: [mountCap],
+        volume_content_source: { snapshot: { snapshot_id: snapshotId } },
+      }),
       status.OUT_OF_RANGE,
     );
     await rejectsWithCode(
-      csi.controller("CreateVolume", { name: "pvc-elsewhere", volume_capabilities: [mountCap], volume_content_source: { snapshot: { snapshot_id: snapshotId.replace("@node-a", "@node-b") } } }),
+      csi.controller("CreateVolume", {
+        name: "pvc-elsewhere",
+        volume_capabilities: [mountCap],
+        volume_content_source: { snapshot: { snapshot_id: snapshotId.replace("@node-a", "@node-b") } },
+      }),
       status.RESOURCE_EXHAUSTED,
       /lives on node node-b/,
     );
   });
 
   it("expands a published volume online", async () => {
-    const res = await csi.node("NodeExpandVolume", { volume_id: volumeId, volume_path: target(volumeId), capacity_range: { required_bytes: 96 * MiB } });
+    const res = await csi.node("NodeExpandVolume", {
+      volume_id: volumeId,
+      volume_path: target(volumeId),
+      capacity_range: { required_bytes: 96 * MiB },
+    });
     assert.equal(res.capacity_bytes, String(96 * MiB));
     const df = await sh("df", ["-B1", "--output=size", target(volumeId)]);
     assert.ok(Number(df.split("\n")[1]) > 80 * MiB, df);
   });
 
   it("refuses to delete a staged volume, then tears down and deletes in both orders", async () => {
-    await rejectsWithCode(csi.controller("DeleteVolume", { volume_id: volumeId }), status.FAILED_PRECONDITION);
+    await rejectsWithCode(
+      csi.controller("DeleteVolume", { volume_id: volumeId }),
+      status.FAILED_PRECONDITION,
+    );
     for (let i = 0; i < 2; i++) {
       await csi.node("NodeUnpublishVolume", { volume_id: volumeId, target_path: target(volumeId) });
       await csi.node("NodeUnstageVolume", { volume_id: volumeId, staging_target_path: stage(volumeId) });

@@ -13,7 +13,11 @@ if (!statePath || !data || !metadata || !op || !a) {
   process.stderr.write("usage: engine-op <state.db> <data-dev> <meta-dev> <op> <args...>\n");
   process.exit(2);
 }
-const logger = { info: () => undefined, warn: () => undefined, error: (f: object, m: string) => process.stderr.write(`${m} ${JSON.stringify(f)}\n`) };
+const logger = {
+  info: () => undefined,
+  warn: () => undefined,
+  error: (f: object, m: string) => process.stderr.write(`${m} ${JSON.stringify(f)}\n`),
+};
 const engine = await ThinPoolEngine.open({
   store: StateStore.open(statePath),
   logger,

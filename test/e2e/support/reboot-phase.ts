@@ -8,7 +8,15 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
 import { ThinPoolEngine } from "../../../src/thinpool/engine.js";
-import { E2E_DATA_DEV, E2E_META_DEV, E2E_STATE_DEV, sh, sha256File, silentLogger, zeroHead } from "./vm-env.js";
+import {
+  E2E_DATA_DEV,
+  E2E_META_DEV,
+  E2E_STATE_DEV,
+  sh,
+  sha256File,
+  silentLogger,
+  zeroHead,
+} from "./vm-env.js";
 
 const MiB = 1024 * 1024;
 const phase = process.argv[2];
@@ -53,7 +61,9 @@ if (phase === "prepare") {
   mkdirSync("/mnt/a", { recursive: true });
   await sh("mount", ["/dev/mapper/tpcsi-a", "/mnt/a"]);
   assert.equal(await sha256File("/mnt/a/data"), sums.a);
-  const restored = await engine.activate((await engine.createSnapshot({ name: "r", source: "snap-a", kind: "volume" })).name);
+  const restored = await engine.activate(
+    (await engine.createSnapshot({ name: "r", source: "snap-a", kind: "volume" })).name,
+  );
   mkdirSync("/mnt/r", { recursive: true });
   await sh("mount", [restored, "/mnt/r"]);
   assert.equal(await sha256File("/mnt/r/data"), sums.a);

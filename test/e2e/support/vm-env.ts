@@ -4,7 +4,9 @@ import { execa } from "execa";
 
 // These suites write to raw block devices: refuse loudly anywhere but inside the test VM.
 if (process.env.THINPOOL_VM !== "1") {
-  throw new Error("this suite manipulates block devices and must run inside the test VM: use npm run test:e2e");
+  throw new Error(
+    "this suite manipulates block devices and must run inside the test VM: use npm run test:e2e",
+  );
 }
 
 /** The disks the harness gives the in-VM suites. */
@@ -43,7 +45,10 @@ export async function sha256File(path: string): Promise<string> {
 
 /** Removes every dm device (thin devices first, then pools): what a reboot does to device-mapper. */
 export async function removeAllDmDevices(): Promise<void> {
-  const names = (await sh("dmsetup", ["ls"])).split("\n").map((l) => l.split(/\s+/)[0] ?? "").filter((n) => n && n !== "No");
+  const names = (await sh("dmsetup", ["ls"]))
+    .split("\n")
+    .map((l) => l.split(/\s+/)[0] ?? "")
+    .filter((n) => n && n !== "No");
   const thins = names.filter((n) => !n.startsWith("thinpool-csi-"));
   const pools = names.filter((n) => n.startsWith("thinpool-csi-"));
   for (const n of [...thins, ...pools]) await sh("dmsetup", ["remove", n]);

@@ -196,7 +196,7 @@ const SNAPSHOT_CONTROLLER_RULES: Table = sorted({
 /** Flags of `thinpool-csi serve`, read from the contract in docs/CONFIGURATION.md. */
 function documentedDriverFlags(): Set<string> {
   const doc = readFileSync(join(repoRoot(), "docs", "CONFIGURATION.md"), "utf8");
-  const flags = new Set([...doc.matchAll(/^\| `(--[a-z0-9-]+)` \|/gm)].map((m) => m[1]!));
+  const flags = new Set([...doc.matchAll(/^\|\s*`(--[a-z0-9-]+)`\s*\|/gm)].map((m) => m[1]!));
   assert.ok(flags.has("--endpoint") && flags.has("--config"), "CONFIGURATION.md flag table parsed");
   return flags;
 }

@@ -7,7 +7,11 @@ import { FakeKernel, recordingLogger, silentLogger } from "./fake-kernel.js";
 
 const MiB = 1024 * 1024;
 
-async function openEngine(kernel = new FakeKernel(), store = StateStore.open(":memory:"), extra: Partial<EngineOptions> = {}) {
+async function openEngine(
+  kernel = new FakeKernel(),
+  store = StateStore.open(":memory:"),
+  extra: Partial<EngineOptions> = {},
+) {
   const engine = await ThinPoolEngine.open({
     store,
     runner: kernel,
@@ -22,7 +26,11 @@ async function openEngine(kernel = new FakeKernel(), store = StateStore.open(":m
 
 const messages = (kernel: FakeKernel) => kernel.calls.filter((c) => c[1] === "message").map((c) => c[4]);
 
-async function rejectsWith(promise: Promise<unknown>, code: EngineError["code"], pattern?: RegExp): Promise<void> {
+async function rejectsWith(
+  promise: Promise<unknown>,
+  code: EngineError["code"],
+  pattern?: RegExp,
+): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
     assert.ok(err instanceof EngineError, `expected EngineError, got ${String(err)}`);
     assert.equal(err.code, code, err.message);
@@ -58,14 +66,20 @@ describe("ThinPoolEngine (fake kernel)", () => {
     kernel.thinIds.add(0); // a device the store does not know
     const device = await engine.createVolume({ name: "v1", sizeBytes: MiB });
     assert.equal(device.deviceId, 1);
-    assert.deepEqual(store.listQuarantined("p").map((q) => q.deviceId), [0]);
+    assert.deepEqual(
+      store.listQuarantined("p").map((q) => q.deviceId),
+      [0],
+    );
     const next = await engine.createVolume({ name: "v2", sizeBytes: MiB });
     assert.equal(next.deviceId, 2, "a quarantined id is never reused silently");
   });
 
   it("leaves no row behind when the kernel refuses a create", async () => {
     const { engine, kernel, store } = await openEngine();
-    kernel.fail((a) => a.includes("create_thin 0"), "device-mapper: message ioctl on pool0  failed: No space left on device");
+    kernel.fail(
+      (a) => a.includes("create_thin 0"),
+      "device-mapper: message ioctl on pool0  failed: No space left on device",
+    );
     await rejectsWith(engine.createVolume({ name: "v1", sizeBytes: MiB }), "NoSpace", /create_thin 0/);
     assert.equal(store.getDevice("v1"), undefined);
     assert.equal(store.lowestFreeDeviceId("p"), 0);
@@ -77,14 +91,22 @@ describe("ThinPoolEngine (fake kernel)", () => {
     });
     // pool: 16384 blocks x 64KiB = 1GiB; ratio 2 => 2GiB.
     await engine.createVolume({ name: "big", sizeBytes: 1536 * MiB });
-    await rejectsWith(engine.createVolume({ name: "more", sizeBytes: 1024 * MiB }), "NoSpace", /over-provisioning limit.*1\.50GiB of 2GiB.*512MiB left/);
+    await rejectsWith(
+      engine.createVolume({ name: "more", sizeBytes: 1024 * MiB }),
+      "NoSpace",
+      /over-provisioning limit.*1\.50GiB of 2GiB.*512MiB left/,
+    );
   });
 
   it("refuses new devices once free data space is under the reserve", async () => {
     const kernel = new FakeKernel();
     const { engine } = await openEngine(kernel);
     kernel.dataUsedBlocks = 15000; // 91.5% used, reserve 10%
-    await rejectsWith(engine.createVolume({ name: "v", sizeBytes: MiB }), "NoSpace", /free data space .* reserve/);
+    await rejectsWith(
+      engine.createVolume({ name: "v", sizeBytes: MiB }),
+      "NoSpace",
+      /free data space .* reserve/,
+    );
     const usage = await engine.poolUsage("p");
     assert.equal(usage.availableBytes, 0);
   });
@@ -109,8 +131,15 @@ describe("ThinPoolEngine (fake kernel)", () => {
     await engine.activate("v1");
     kernel.calls = [];
     const snap = await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
-    const verbs = kernel.calls.filter((c) => ["suspend", "resume", "message"].includes(c[1] ?? "")).map((c) => c.slice(1).join(" "));
-    assert.deepEqual(verbs, ["suspend tpcsi-v1", "message pool0 0 create_snap 1 0", "resume tpcsi-v1", "message pool0 0 set_transaction_id 1 2"]);
+    const verbs = kernel.calls
+      .filter((c) => ["suspend", "resume", "message"].includes(c[1] ?? ""))
+      .map((c) => c.slice(1).join(" "));
+    assert.deepEqual(verbs, [
+      "suspend tpcsi-v1",
+      "message pool0 0 create_snap 1 0",
+      "resume tpcsi-v1",
+      "message pool0 0 set_transaction_id 1 2",
+    ]);
     assert.equal(snap.state, DeviceState.Inactive);
     assert.equal(snap.parent, "v1");
     assert.equal(kernel.devices.has("tpcsi-s1"), false);
@@ -122,14 +151,21 @@ describe("ThinPoolEngine (fake kernel)", () => {
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
     kernel.calls = [];
     await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
-    assert.equal(kernel.calls.some((c) => c[1] === "suspend"), false);
+    assert.equal(
+      kernel.calls.some((c) => c[1] === "suspend"),
+      false,
+    );
   });
 
   it("retries a suspend answered with EBUSY", async () => {
     const { engine, kernel } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
     await engine.activate("v1");
-    kernel.fail((a) => a[1] === "suspend", "device-mapper: suspend ioctl on tpcsi-v1  failed: Device or resource busy", 2);
+    kernel.fail(
+      (a) => a[1] === "suspend",
+      "device-mapper: suspend ioctl on tpcsi-v1  failed: Device or resource busy",
+      2,
+    );
     await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
     assert.equal(kernel.calls.filter((c) => c[1] === "suspend").length, 3);
   });
@@ -138,7 +174,10 @@ describe("ThinPoolEngine (fake kernel)", () => {
     const { engine, kernel, store } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
     await engine.activate("v1");
-    kernel.fail((a) => a.some((x) => x.startsWith("create_snap")), "device-mapper: message ioctl on pool0  failed: No space left on device");
+    kernel.fail(
+      (a) => a.some((x) => x.startsWith("create_snap")),
+      "device-mapper: message ioctl on pool0  failed: No space left on device",
+    );
     await rejectsWith(engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" }), "NoSpace");
     assert.equal(kernel.devices.get("tpcsi-v1")?.suspended, false);
     assert.equal(store.getDevice("s1"), undefined);
@@ -149,7 +188,11 @@ describe("ThinPoolEngine (fake kernel)", () => {
     const { engine, kernel } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
     await engine.activate("v1");
-    kernel.fail((a) => a[1] === "resume", "device-mapper: resume ioctl on tpcsi-v1  failed: Invalid argument", 3);
+    kernel.fail(
+      (a) => a[1] === "resume",
+      "device-mapper: resume ioctl on tpcsi-v1  failed: Invalid argument",
+      3,
+    );
     await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
     assert.equal(kernel.devices.get("tpcsi-v1")?.suspended, false);
     assert.equal(engine.getDevice("v1")?.state, DeviceState.Active);
@@ -160,7 +203,11 @@ describe("ThinPoolEngine (fake kernel)", () => {
     const { engine, kernel } = await openEngine(new FakeKernel(), StateStore.open(":memory:"), { logger });
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
     await engine.activate("v1");
-    kernel.fail((a) => a[1] === "resume", "device-mapper: resume ioctl on tpcsi-v1  failed: Invalid argument", 1000);
+    kernel.fail(
+      (a) => a[1] === "resume",
+      "device-mapper: resume ioctl on tpcsi-v1  failed: Invalid argument",
+      1000,
+    );
     const snap = await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
     assert.equal(snap.state, DeviceState.Inactive);
     assert.ok(kernel.thinIds.has(snap.deviceId));
@@ -175,10 +222,18 @@ describe("ThinPoolEngine (fake kernel)", () => {
     const { engine } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: 2 * MiB });
     await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
-    const restored = await engine.createSnapshot({ name: "r1", source: "s1", kind: "volume", sizeBytes: 4 * MiB });
+    const restored = await engine.createSnapshot({
+      name: "r1",
+      source: "s1",
+      kind: "volume",
+      sizeBytes: 4 * MiB,
+    });
     assert.equal(restored.sizeBytes, 4 * MiB);
     assert.equal(restored.kind, "volume");
-    await rejectsWith(engine.createSnapshot({ name: "r2", source: "s1", kind: "volume", sizeBytes: MiB }), "OutOfRange");
+    await rejectsWith(
+      engine.createSnapshot({ name: "r2", source: "s1", kind: "volume", sizeBytes: MiB }),
+      "OutOfRange",
+    );
     await rejectsWith(engine.createSnapshot({ name: "r3", source: "nope", kind: "volume" }), "NotFound");
   });
 
@@ -271,7 +326,18 @@ describe("start-up reconciliation (fake kernel)", () => {
     const store = StateStore.open(":memory:");
     await openEngine(kernel, store);
     // Crash after create_thin, before set_transaction_id:
-    store.insertDevice({ name: "v1", pool: "p", deviceId: 0, kind: "volume", sizeBytes: MiB, parent: null, state: DeviceState.Creating, pending: { op: "create", txid: 1 }, requestName: "pvc", attributes: {} });
+    store.insertDevice({
+      name: "v1",
+      pool: "p",
+      deviceId: 0,
+      kind: "volume",
+      sizeBytes: MiB,
+      parent: null,
+      state: DeviceState.Creating,
+      pending: { op: "create", txid: 1 },
+      requestName: "pvc",
+      attributes: {},
+    });
     kernel.thinIds.add(0);
     const { engine } = await openEngine(kernel, store);
     assert.equal(engine.getDevice("v1"), undefined);
@@ -283,7 +349,10 @@ describe("start-up reconciliation (fake kernel)", () => {
   it("rolls an unfinished delete forward", async () => {
     const { engine, kernel, store } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
-    store.updateDevice("v1", { state: DeviceState.Deleting, pending: { op: "delete", txid: 2, discard: false } });
+    store.updateDevice("v1", {
+      state: DeviceState.Deleting,
+      pending: { op: "delete", txid: 2, discard: false },
+    });
     const reopened = await openEngine(kernel, store);
     assert.equal(reopened.engine.getDevice("v1"), undefined);
     assert.equal(kernel.thinIds.size, 0);
@@ -320,7 +389,10 @@ describe("start-up reconciliation (fake kernel)", () => {
     const { engine, kernel, store } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
     await engine.activate("v1");
-    store.updateDevice("v1", { state: DeviceState.Resizing, pending: { op: "resize", sizeBytes: 2 * MiB, fromState: DeviceState.Active } });
+    store.updateDevice("v1", {
+      state: DeviceState.Resizing,
+      pending: { op: "resize", sizeBytes: 2 * MiB, fromState: DeviceState.Active },
+    });
     await openEngine(kernel, store);
     assert.equal(kernel.devices.get("tpcsi-v1")?.table, `0 4096 thin ${kernel.poolDevno} 0`);
     assert.equal(store.getDevice("v1")?.sizeBytes, 2 * MiB);

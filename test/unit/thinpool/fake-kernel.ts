@@ -41,7 +41,15 @@ export class FakeKernel implements CommandRunner {
   }
 
   addDevice(name: string, table: string, uuid: string): FakeDevice {
-    const device: FakeDevice = { name, uuid, table, suspended: false, openCount: 0, deferredRemove: false, minor: this.nextMinor++ };
+    const device: FakeDevice = {
+      name,
+      uuid,
+      table,
+      suspended: false,
+      openCount: 0,
+      deferredRemove: false,
+      minor: this.nextMinor++,
+    };
     this.devices.set(name, device);
     return device;
   }
@@ -81,9 +89,11 @@ export class FakeKernel implements CommandRunner {
         const name = rest[0] as string;
         const uuid = rest.includes("--uuid") ? (rest[rest.indexOf("--uuid") + 1] as string) : "";
         const table = rest[rest.indexOf("--table") + 1] as string;
-        if (this.devices.has(name)) this.err(args, `device-mapper: create ioctl on ${name}  failed: Device or resource busy`);
+        if (this.devices.has(name))
+          this.err(args, `device-mapper: create ioctl on ${name}  failed: Device or resource busy`);
         const id = Number(table.split(" ")[4]);
-        if (table.includes(" thin ") && !this.thinIds.has(id)) this.err(args, `device-mapper: reload ioctl on ${name}  failed: No data available`);
+        if (table.includes(" thin ") && !this.thinIds.has(id))
+          this.err(args, `device-mapper: reload ioctl on ${name}  failed: No data available`);
         this.addDevice(name, table, uuid);
         return "";
       }
@@ -119,12 +129,16 @@ export class FakeKernel implements CommandRunner {
       }
       case "status": {
         if (rest[0] === "--target") {
-          return [...this.devices.values()].filter((d) => d.table.split(" ")[2] === rest[1]).map((d) => `${d.name}: ${this.statusLine(d)}`).join("\n");
+          return [...this.devices.values()]
+            .filter((d) => d.table.split(" ")[2] === rest[1])
+            .map((d) => `${d.name}: ${this.statusLine(d)}`)
+            .join("\n");
         }
         return this.statusLine(this.get(rest[0] as string, args));
       }
       case "table": {
-        if (rest.length === 0) return [...this.devices.values()].map((d) => `${d.name}: ${d.table}`).join("\n");
+        if (rest.length === 0)
+          return [...this.devices.values()].map((d) => `${d.name}: ${d.table}`).join("\n");
         return this.get(rest[0] as string, args).table;
       }
       case "mknodes":
@@ -143,7 +157,8 @@ export class FakeKernel implements CommandRunner {
       }
       this.err(args, `device-mapper: message ioctl on ${target}  failed: Invalid argument`);
     }
-    const fail = (strerror: string): never => this.err(args, `device-mapper: message ioctl on ${target}  failed: ${strerror}`);
+    const fail = (strerror: string): never =>
+      this.err(args, `device-mapper: message ioctl on ${target}  failed: ${strerror}`);
     const [op, a, b] = text.split(" ");
     switch (op) {
       case "create_thin":
@@ -205,7 +220,12 @@ export const silentLogger = {
   error: () => undefined,
 };
 
-export function recordingLogger(): { lines: { level: string; fields: object; message: string }[]; info: (f: object, m: string) => void; warn: (f: object, m: string) => void; error: (f: object, m: string) => void } {
+export function recordingLogger(): {
+  lines: { level: string; fields: object; message: string }[];
+  info: (f: object, m: string) => void;
+  warn: (f: object, m: string) => void;
+  error: (f: object, m: string) => void;
+} {
   const lines: { level: string; fields: object; message: string }[] = [];
   return {
     lines,

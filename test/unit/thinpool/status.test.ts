@@ -12,9 +12,14 @@ import {
 
 describe("dmsetup output parsers", () => {
   it("parses a healthy thin-pool status line", () => {
-    const s = parsePoolStatus("0 4194304 thin-pool 7 121/16384 33/32768 - rw discard_passdown queue_if_no_space - 1024");
+    const s = parsePoolStatus(
+      "0 4194304 thin-pool 7 121/16384 33/32768 - rw discard_passdown queue_if_no_space - 1024",
+    );
     assert.equal(s.transactionId, 7n);
-    assert.deepEqual([s.metadataUsedBlocks, s.metadataTotalBlocks, s.dataUsedBlocks, s.dataTotalBlocks], [121, 16384, 33, 32768]);
+    assert.deepEqual(
+      [s.metadataUsedBlocks, s.metadataTotalBlocks, s.dataUsedBlocks, s.dataTotalBlocks],
+      [121, 16384, 33, 32768],
+    );
     assert.equal(s.mode, "rw");
     assert.equal(s.discardPassdown, true);
     assert.equal(s.noSpaceMode, "queue_if_no_space");
@@ -23,7 +28,9 @@ describe("dmsetup output parsers", () => {
   });
 
   it("parses out-of-space, error_if_no_space and needs_check", () => {
-    const s = parsePoolStatus("0 20480 thin-pool 3 11/1024 160/160 - out_of_data_space no_discard_passdown error_if_no_space needs_check 16");
+    const s = parsePoolStatus(
+      "0 20480 thin-pool 3 11/1024 160/160 - out_of_data_space no_discard_passdown error_if_no_space needs_check 16",
+    );
     assert.equal(s.mode, "out_of_data_space");
     assert.equal(s.discardPassdown, false);
     assert.equal(s.noSpaceMode, "error_if_no_space");
@@ -35,7 +42,10 @@ describe("dmsetup output parsers", () => {
   });
 
   it("rejects lines of other targets with the line in the message", () => {
-    assert.throws(() => parsePoolStatus("0 20480 linear 8:0 0"), /not a thin-pool status line: '0 20480 linear/);
+    assert.throws(
+      () => parsePoolStatus("0 20480 linear 8:0 0"),
+      /not a thin-pool status line: '0 20480 linear/,
+    );
   });
 
   it("parses thin status with and without mappings", () => {
@@ -46,8 +56,19 @@ describe("dmsetup output parsers", () => {
 
   it("parses pool and thin tables", () => {
     const pool = parsePoolTable("0 4194304 thin-pool 254:1 254:0 128 0 1 error_if_no_space");
-    assert.deepEqual(pool, { lengthSectors: 4194304, metadataDevice: "254:1", dataDevice: "254:0", blockSizeSectors: 128, lowWaterMark: 0, features: ["error_if_no_space"] });
-    assert.deepEqual(parseThinTable("0 2097152 thin 254:2 7"), { lengthSectors: 2097152, poolDevice: "254:2", deviceId: 7 });
+    assert.deepEqual(pool, {
+      lengthSectors: 4194304,
+      metadataDevice: "254:1",
+      dataDevice: "254:0",
+      blockSizeSectors: 128,
+      lowWaterMark: 0,
+      features: ["error_if_no_space"],
+    });
+    assert.deepEqual(parseThinTable("0 2097152 thin 254:2 7"), {
+      lengthSectors: 2097152,
+      poolDevice: "254:2",
+      deviceId: 7,
+    });
   });
 
   it("parses dmsetup info blocks, suspension and deferred removal", () => {
@@ -69,7 +90,15 @@ describe("dmsetup output parsers", () => {
       "Major, minor:      254, 4",
     ].join("\n");
     const [a, b] = parseDmInfo(text);
-    assert.deepEqual(a, { name: "tpcsi-a", devno: "254:3", suspended: true, deferredRemove: false, liveTable: true, openCount: 2, uuid: "THINPOOL-CSI-a" });
+    assert.deepEqual(a, {
+      name: "tpcsi-a",
+      devno: "254:3",
+      suspended: true,
+      deferredRemove: false,
+      liveTable: true,
+      openCount: 2,
+      uuid: "THINPOOL-CSI-a",
+    });
     assert.equal(b?.deferredRemove, true);
     assert.equal(b?.suspended, false);
   });
@@ -82,14 +111,26 @@ describe("dmsetup output parsers", () => {
 
   it("maps dmsetup stderr to errno names", () => {
     assert.equal(errnoFromMessage("device-mapper: message ioctl on pool  failed: File exists"), "EEXIST");
-    assert.equal(errnoFromMessage("device-mapper: message ioctl on pool  failed: No data available"), "ENODATA");
-    assert.equal(errnoFromMessage("device-mapper: remove ioctl on x  failed: Device or resource busy"), "EBUSY");
+    assert.equal(
+      errnoFromMessage("device-mapper: message ioctl on pool  failed: No data available"),
+      "ENODATA",
+    );
+    assert.equal(
+      errnoFromMessage("device-mapper: remove ioctl on x  failed: Device or resource busy"),
+      "EBUSY",
+    );
     assert.equal(errnoFromMessage("Device tpcsi-x not found"), "ENXIO");
-    assert.equal(errnoFromMessage("device-mapper: reload ioctl on x  failed: No space left on device"), "ENOSPC");
+    assert.equal(
+      errnoFromMessage("device-mapper: reload ioctl on x  failed: No space left on device"),
+      "ENOSPC",
+    );
     assert.equal(errnoFromMessage("something else entirely"), "UNKNOWN");
   });
 
   it("drops dmsetup's boilerplate from error text", () => {
-    assert.equal(trimDmNoise("device-mapper: remove ioctl on x  failed: Device or resource busy\nCommand failed.\n"), "device-mapper: remove ioctl on x  failed: Device or resource busy");
+    assert.equal(
+      trimDmNoise("device-mapper: remove ioctl on x  failed: Device or resource busy\nCommand failed.\n"),
+      "device-mapper: remove ioctl on x  failed: Device or resource busy",
+    );
   });
 });

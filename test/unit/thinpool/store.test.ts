@@ -8,12 +8,35 @@ import { DeviceState } from "../../../src/state/types.js";
 
 function newStore(): StateStore {
   const store = StateStore.open(":memory:");
-  store.upsertPool({ name: "p", dmName: "pool0", source: { type: "existing" }, ownsTransactionId: true, blockBytes: 65536 });
+  store.upsertPool({
+    name: "p",
+    dmName: "pool0",
+    source: { type: "existing" },
+    ownsTransactionId: true,
+    blockBytes: 65536,
+  });
   return store;
 }
 
-function addDevice(store: StateStore, name: string, deviceId: number, extra: Partial<Parameters<StateStore["insertDevice"]>[0]> = {}) {
-  return store.insertDevice({ name, pool: "p", deviceId, kind: "volume", sizeBytes: 65536, parent: null, state: DeviceState.Inactive, pending: null, requestName: null, attributes: {}, ...extra });
+function addDevice(
+  store: StateStore,
+  name: string,
+  deviceId: number,
+  extra: Partial<Parameters<StateStore["insertDevice"]>[0]> = {},
+) {
+  return store.insertDevice({
+    name,
+    pool: "p",
+    deviceId,
+    kind: "volume",
+    sizeBytes: 65536,
+    parent: null,
+    state: DeviceState.Inactive,
+    pending: null,
+    requestName: null,
+    attributes: {},
+    ...extra,
+  });
 }
 
 describe("StateStore", () => {
@@ -37,7 +60,10 @@ describe("StateStore", () => {
       const db = new Database(join(dir, "state.db"));
       db.pragma("user_version = 99");
       db.close();
-      assert.throws(() => StateStore.open(join(dir, "state.db")), /schema version 99 is newer than this driver knows/);
+      assert.throws(
+        () => StateStore.open(join(dir, "state.db")),
+        /schema version 99 is newer than this driver knows/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -76,16 +102,39 @@ describe("StateStore", () => {
 
   it("refuses devices in unknown pools (foreign key)", () => {
     const store = newStore();
-    assert.throws(() => store.insertDevice({ name: "x", pool: "nope", deviceId: 1, kind: "volume", sizeBytes: 1, parent: null, state: DeviceState.Inactive, pending: null, requestName: null, attributes: {} }), /FOREIGN KEY/);
+    assert.throws(
+      () =>
+        store.insertDevice({
+          name: "x",
+          pool: "nope",
+          deviceId: 1,
+          kind: "volume",
+          sizeBytes: 1,
+          parent: null,
+          state: DeviceState.Inactive,
+          pending: null,
+          requestName: null,
+          attributes: {},
+        }),
+      /FOREIGN KEY/,
+    );
   });
 
   it("round-trips pending intents, attributes and patches", () => {
     const store = newStore();
-    addDevice(store, "a", 1, { state: DeviceState.Creating, pending: { op: "create", txid: 4 }, attributes: { fsType: "ext4" } });
+    addDevice(store, "a", 1, {
+      state: DeviceState.Creating,
+      pending: { op: "create", txid: 4 },
+      attributes: { fsType: "ext4" },
+    });
     const got = store.getDevice("a");
     assert.deepEqual(got?.pending, { op: "create", txid: 4 });
     assert.deepEqual(got?.attributes, { fsType: "ext4" });
-    const updated = store.updateDevice("a", { state: DeviceState.Inactive, pending: null, sizeBytes: 131072 });
+    const updated = store.updateDevice("a", {
+      state: DeviceState.Inactive,
+      pending: null,
+      sizeBytes: 131072,
+    });
     assert.equal(updated.pending, null);
     assert.equal(updated.sizeBytes, 131072);
     assert.throws(() => store.updateDevice("missing", { state: DeviceState.Active }), /not in the store/);
@@ -94,8 +143,14 @@ describe("StateStore", () => {
   it("pages devices in name order and sums provisioned bytes", () => {
     const store = newStore();
     for (const [i, n] of ["c", "a", "b", "d"].entries()) addDevice(store, n, i);
-    assert.deepEqual(store.listDevices({ limit: 2 }).map((d) => d.name), ["a", "b"]);
-    assert.deepEqual(store.listDevices({ afterName: "b", limit: 2 }).map((d) => d.name), ["c", "d"]);
+    assert.deepEqual(
+      store.listDevices({ limit: 2 }).map((d) => d.name),
+      ["a", "b"],
+    );
+    assert.deepEqual(
+      store.listDevices({ afterName: "b", limit: 2 }).map((d) => d.name),
+      ["c", "d"],
+    );
     assert.deepEqual(store.provisioned("p"), { bytes: 4 * 65536, count: 4 });
   });
 
