@@ -412,3 +412,47 @@ describe("start-up reconciliation (fake kernel)", () => {
     assert.equal(reopened.engine.lastReconcile?.faulty, 1);
   });
 });
+
+describe("ThinPoolEngine locking (fake kernel)", () => {
+  it("answers pool status while a slow pool operation holds the pool lock", async () => {
+    const kernel = new FakeKernel();
+    const { engine } = await openEngine(kernel);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slowRun = kernel.run.bind(kernel);
+    kernel.run = async (file, args, options) => {
+      if (args.includes("create_thin 0")) await gate;
+      return slowRun(file, args, options);
+    };
+    const creating = engine.createVolume({ name: "slow", sizeBytes: MiB });
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(engine.isBusy("slow"), true);
+    const usage = await engine.poolUsage("p", true); // must not wait for the create
+    assert.ok(usage.dataBytes > 0);
+    assert.equal(
+      engine.getDevice("slow")?.state,
+      DeviceState.Creating,
+      "the intent is visible while in flight",
+    );
+    release();
+    await creating;
+    assert.equal(engine.getDevice("slow")?.state, DeviceState.Inactive);
+  });
+
+  it("serialises pool messages: concurrent creates never interleave their intent and set_transaction_id", async () => {
+    const { engine, kernel } = await openEngine();
+    await Promise.all(
+      Array.from({ length: 10 }, (_, i) => engine.createVolume({ name: `v${i}`, sizeBytes: MiB })),
+    );
+    const msgs = messages(kernel);
+    for (let i = 0; i < msgs.length; i += 2) {
+      assert.match(msgs[i] ?? "", /^create_thin \d+$/);
+      assert.match(msgs[i + 1] ?? "", new RegExp(`^set_transaction_id ${i / 2} ${i / 2 + 1}$`));
+    }
+    assert.equal(kernel.transactionId, 10n);
+    assert.deepEqual(
+      [...kernel.thinIds].sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    );
+  });
+});
