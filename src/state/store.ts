@@ -42,18 +42,8 @@ interface PoolRow {
   updated_at: string;
 }
 
-export interface NewDevice {
-  name: string;
-  pool: string;
-  deviceId: number;
-  kind: DeviceKind;
-  sizeBytes: number;
-  parent: string | null;
-  state: DeviceState;
-  pending: PendingOp | null;
-  requestName: string | null;
-  attributes: Record<string, unknown>;
-}
+/** A row to insert: everything but what the store fills in itself. */
+export type NewDevice = Omit<DeviceRecord, "lastError" | "createdAt" | "updatedAt">;
 
 export type DevicePatch = Partial<
   Pick<DeviceRecord, "state" | "pending" | "lastError" | "sizeBytes" | "attributes" | "deviceId">

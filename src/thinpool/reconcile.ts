@@ -109,18 +109,14 @@ async function settle(
         report.rolledForward++;
         ctx.logger.info({ device: device.name }, "unfinished create had reached the pool; rolled forward");
       } else {
-        if (live) await ctx.dm.remove(dmName, { deferredIfBusy: false });
-        await deleteThinId(ctx, pool, device.deviceId);
-        ctx.store.deleteDevice(device.name);
+        await removeEverywhere(ctx, pool, device, live);
         report.rolledBack++;
         ctx.logger.info({ device: device.name }, "unfinished create rolled back");
       }
       return undefined;
     }
     case DeviceState.Deleting: {
-      if (live) await ctx.dm.remove(dmName, { deferredIfBusy: false });
-      await deleteThinId(ctx, pool, device.deviceId);
-      ctx.store.deleteDevice(device.name);
+      await removeEverywhere(ctx, pool, device, live);
       report.rolledForward++;
       ctx.logger.info({ device: device.name }, "unfinished delete rolled forward");
       return undefined;
@@ -169,6 +165,18 @@ async function settle(
     case DeviceState.Faulty:
       return undefined;
   }
+}
+
+/** Removes a device from the kernel (dm device, then thin id) and then from the store. */
+async function removeEverywhere(
+  ctx: EngineContext,
+  pool: PoolRuntime,
+  device: DeviceRecord,
+  live: DmInfo | undefined,
+): Promise<void> {
+  if (live) await ctx.dm.remove(dmNameOf(ctx, device.name), { deferredIfBusy: false });
+  await deleteThinId(ctx, pool, device.deviceId);
+  ctx.store.deleteDevice(device.name);
 }
 
 async function reloadIfShorter(ctx: EngineContext, pool: PoolRuntime, device: DeviceRecord): Promise<void> {
