@@ -133,4 +133,68 @@ describe("dmsetup output parsers", () => {
       "device-mapper: remove ioctl on x  failed: Device or resource busy",
     );
   });
+
+  describe("on output captured from a real 6.1 kernel (dmsetup 1.02.185)", () => {
+    // Verbatim, trailing spaces included: a 256MiB pool, thin id 7 with three 64KiB blocks written.
+    const poolStatus =
+      "0 524288 thin-pool 0 1649/16384 3/4096 - rw discard_passdown error_if_no_space - 1024 ";
+    const thinStatus = "0 204800 thin 384 383";
+    const poolTable = "0 524288 thin-pool 254:16 254:0 128 0 1 error_if_no_space ";
+    const info = [
+      "Name:              thin7",
+      "State:             SUSPENDED",
+      "Read Ahead:        256",
+      "Tables present:    LIVE",
+      "Open count:        0",
+      "Event number:      0",
+      "Major, minor:      253, 1",
+      "Number of targets: 1",
+      "",
+    ].join("\n");
+
+    it("parses pool and thin status", () => {
+      const pool = parsePoolStatus(poolStatus);
+      assert.deepEqual([pool.transactionId, pool.dataUsedBlocks, pool.dataTotalBlocks], [0n, 3, 4096]);
+      assert.deepEqual([pool.metadataUsedBlocks, pool.metadataTotalBlocks], [1649, 16384]);
+      assert.equal(pool.noSpaceMode, "error_if_no_space");
+      assert.equal(parseThinStatus(thinStatus).mappedSectors, 3 * 128);
+    });
+
+    it("parses the pool table and a suspended device's info", () => {
+      assert.deepEqual(parsePoolTable(poolTable).features, ["error_if_no_space"]);
+      assert.deepEqual(parseDmInfo(info), [
+        {
+          name: "thin7",
+          devno: "253:1",
+          suspended: true,
+          deferredRemove: false,
+          liveTable: true,
+          openCount: 0,
+          uuid: "",
+        },
+      ]);
+    });
+
+    it("keys multi-device output by name, even when only one device matches a target", () => {
+      assert.equal(parseNamedLines("thin7: 0 204800 thin 384 383\n").get("thin7"), thinStatus);
+      const all = parseNamedLines("pool: " + poolTable + "\nthin7: 0 204800 thin 253:0 7\n");
+      assert.deepEqual(parseThinTable(all.get("thin7") ?? ""), {
+        lengthSectors: 204800,
+        poolDevice: "253:0",
+        deviceId: 7,
+      });
+    });
+
+    it("maps the kernel's error texts", () => {
+      assert.equal(
+        errnoFromMessage("device-mapper: message ioctl on pool  failed: No data available"),
+        "ENODATA",
+      );
+      assert.equal(errnoFromMessage("device-mapper: message ioctl on pool  failed: File exists"), "EEXIST");
+      assert.equal(
+        errnoFromMessage("device-mapper: remove ioctl on nosuch  failed: No such device or address"),
+        "ENXIO",
+      );
+    });
+  });
 });
