@@ -18,6 +18,7 @@ import { createLogger } from "../../../src/server/logger.js";
 import { E2E_DATA_DEV, E2E_META_DEV, removeAllDmDevices, sh, zeroHead } from "../support/vm-env.js";
 
 const MiB = 1024 * 1024;
+const engineDevice = (volumeId: string): string => `/dev/mapper/tpcsi-${volumeId.split("@")[0]}`;
 const mountCap = {
   access_mode: { mode: "SINGLE_NODE_WRITER" as const },
   mount: { fs_type: "ext4", mount_flags: [] },
@@ -224,6 +225,139 @@ describe("CSI lifecycle over the socket on a real pool", function () {
     assert.equal(res.capacity_bytes, String(96 * MiB));
     const df = await sh("df", ["-B1", "--output=size", target(volumeId)]);
     assert.ok(Number(df.split("\n")[1]) > 80 * MiB, df);
+  });
+
+  it("raw block: activated, never formatted, published as a device node that reads back what was written", async () => {
+    const blockCap = { access_mode: { mode: "SINGLE_NODE_WRITER" as const }, block: {} };
+    const id =
+      (
+        await csi.controller("CreateVolume", {
+          name: "pvc-block",
+          capacity_range: { required_bytes: 16 * MiB },
+          volume_capabilities: [blockCap],
+        })
+      ).volume?.volume_id ?? "";
+    const stagePath = stage(id);
+    const devicePath = join(
+      kubelet,
+      "plugins/kubernetes.io/csi/volumeDevices/publish",
+      id.slice(0, 26),
+      "pod-1",
+    );
+    await csi.node("NodeStageVolume", {
+      volume_id: id,
+      staging_target_path: stagePath,
+      volume_capability: blockCap,
+    });
+    await csi.node("NodePublishVolume", {
+      volume_id: id,
+      staging_target_path: stagePath,
+      target_path: devicePath,
+      volume_capability: blockCap,
+    });
+    await csi.node("NodePublishVolume", {
+      volume_id: id,
+      staging_target_path: stagePath,
+      target_path: devicePath,
+      volume_capability: blockCap,
+    });
+    await sh("dd", ["if=/dev/urandom", "of=/tmp/block-src", "bs=64k", "count=4"]);
+    await sh("dd", ["if=/tmp/block-src", `of=${devicePath}`, "bs=64k", "count=4", "oflag=direct"]);
+    const back = await sh("sh", [
+      "-c",
+      `head -c 262144 ${devicePath} | sha256sum; sha256sum < /tmp/block-src`,
+    ]);
+    const [a, b] = back.split("\n").map((l) => l.split(" ")[0]);
+    assert.equal(a, b);
+    await assert.rejects(sh("blkid", ["-p", engineDevice(id)]), "no filesystem was made on a block volume");
+    const stats = await csi.node("NodeGetVolumeStats", { volume_id: id, volume_path: devicePath });
+    assert.deepEqual(
+      stats.usage.map((u) => [u.unit, u.total]),
+      [["BYTES", String(16 * MiB)]],
+    );
+    await csi.node("NodeUnpublishVolume", { volume_id: id, target_path: devicePath });
+    await csi.node("NodeUnstageVolume", { volume_id: id, staging_target_path: stagePath });
+    await csi.controller("DeleteVolume", { volume_id: id });
+  });
+
+  it("xfs: formatted once, and a restore mounts beside its still-mounted origin", async () => {
+    const xfsCap = {
+      access_mode: { mode: "SINGLE_NODE_WRITER" as const },
+      mount: { fs_type: "xfs", mount_flags: [] },
+    };
+    const id =
+      (
+        await csi.controller("CreateVolume", {
+          name: "pvc-xfs",
+          capacity_range: { required_bytes: 320 * MiB },
+          volume_capabilities: [xfsCap],
+        })
+      ).volume?.volume_id ?? "";
+    await csi.node("NodeStageVolume", {
+      volume_id: id,
+      staging_target_path: stage(id),
+      volume_capability: xfsCap,
+    });
+    writeFileSync(join(stage(id), "x.txt"), "xfs data\n");
+    await sh("sync", []);
+    const snap =
+      (await csi.controller("CreateSnapshot", { name: "snap-xfs", source_volume_id: id })).snapshot
+        ?.snapshot_id ?? "";
+    const rid =
+      (
+        await csi.controller("CreateVolume", {
+          name: "pvc-xfs-restore",
+          capacity_range: { required_bytes: 320 * MiB },
+          volume_capabilities: [xfsCap],
+          volume_content_source: { snapshot: { snapshot_id: snap } },
+        })
+      ).volume?.volume_id ?? "";
+    await csi.node("NodeStageVolume", {
+      volume_id: rid,
+      staging_target_path: stage(rid),
+      volume_capability: xfsCap,
+    });
+    assert.equal(readFileSync(join(stage(rid), "x.txt"), "utf8"), "xfs data\n");
+    assert.match(await sh("findmnt", ["-no", "FSTYPE", stage(rid)]), /xfs/);
+    for (const v of [rid, id]) {
+      await csi.node("NodeUnstageVolume", { volume_id: v, staging_target_path: stage(v) });
+      await csi.controller("DeleteVolume", { volume_id: v });
+    }
+    await csi.controller("DeleteSnapshot", { snapshot_id: snap });
+  });
+
+  it("concurrent calls: one name raced gives one volume; many volumes at once all succeed", async () => {
+    const request = {
+      name: "pvc-race",
+      capacity_range: { required_bytes: 8 * MiB },
+      volume_capabilities: [mountCap],
+    };
+    const raced = await Promise.allSettled(
+      Array.from({ length: 5 }, () => csi.controller("CreateVolume", request)),
+    );
+    const ok = raced.flatMap((r) => (r.status === "fulfilled" ? [r.value.volume?.volume_id] : []));
+    const codes = raced.flatMap((r) => (r.status === "rejected" ? [(r.reason as ServiceError).code] : []));
+    assert.ok(ok.length >= 1, "at least one create succeeded");
+    assert.ok(
+      codes.every((c) => c === status.ABORTED),
+      `only ABORTED refusals, got ${codes.map((c) => status[c]).join(",")}`,
+    );
+    assert.equal(new Set(ok).size, 1, "every success names the same volume");
+    const raceId = ok[0] as string;
+
+    const many = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        csi.controller("CreateVolume", { ...request, name: `pvc-many-${i}` }),
+      ),
+    );
+    const ids = many.map((m) => m.volume?.volume_id ?? "");
+    assert.equal(new Set(ids).size, 10);
+    await Promise.all([...ids, raceId].map((volume_id) => csi.controller("DeleteVolume", { volume_id })));
+    assert.equal(
+      (await sh("dmsetup", ["ls"])).match(/tpcsi-/g)?.length ?? 0,
+      2,
+      "only the two staged volumes stay active",
+    );
   });
 
   it("refuses to delete a staged volume, then tears down and deletes in both orders", async () => {

@@ -32,6 +32,8 @@ export class FakeKernel implements CommandRunner {
   metadataUsedBlocks = 100;
   metadataTotalBlocks = 4096;
   poolMode = "rw";
+  /** What `blkid -p` answers: exit 2 with no output means "no signature found". */
+  blkid: { exitCode: number; stdout: string } = { exitCode: 2, stdout: "" };
   calls: string[][] = [];
   private faults: Fault[] = [];
   private nextMinor = 10;
@@ -68,6 +70,10 @@ export class FakeKernel implements CommandRunner {
     }
     if (file === "dmsetup") return { stdout: this.dmsetup(args), stderr: "" };
     if (file === "blkdiscard") return { stdout: "", stderr: "" };
+    if (file === "blkid") {
+      if (this.blkid.exitCode !== 0) throw new CommandError(file, args, this.blkid.exitCode, "UNKNOWN", "");
+      return { stdout: this.blkid.stdout, stderr: "" };
+    }
     if (file === "thin_ls") return { stdout: [...this.thinIds].sort((a, b) => a - b).join("\n"), stderr: "" };
     throw new CommandError(file, args, null, "ENOENT", `${file} is not installed (not found on PATH)`);
   }
