@@ -24,7 +24,7 @@ const mountCap = {
   mount: { fs_type: "ext4", mount_flags: [] },
 };
 
-async function rejectsWithCode(promise: Promise<unknown>, code: status, pattern?: RegExp): Promise<void> {
+async function rejects(promise: Promise<unknown>, code: status, pattern?: RegExp): Promise<void> {
   await assert.rejects(promise, (err: ServiceError) => {
     assert.equal(err.code, code, `expected ${status[code]}, got ${status[err.code]}: ${err.details}`);
     if (pattern) assert.match(err.details, pattern);
@@ -104,16 +104,16 @@ describe("CSI lifecycle over the socket on a real pool", function () {
     assert.equal(again.volume?.volume_id, volumeId);
     assert.equal(first.volume?.capacity_bytes, String(64 * MiB));
     assert.deepEqual(first.volume?.accessible_topology?.[0]?.segments, { "thinpool.csi.dev/node": "node-a" });
-    await rejectsWithCode(
+    await rejects(
       csi.controller("CreateVolume", { ...request, capacity_range: { required_bytes: 32 * MiB } }),
       status.ALREADY_EXISTS,
     );
-    await rejectsWithCode(
+    await rejects(
       csi.controller("CreateVolume", { ...request, name: "pvc-x", parameters: { colour: "blue" } }),
       status.INVALID_ARGUMENT,
       /unknown parameter\(s\) colour/,
     );
-    await rejectsWithCode(
+    await rejects(
       csi.controller("CreateVolume", {
         ...request,
         name: "pvc-y",
@@ -132,15 +132,36 @@ describe("CSI lifecycle over the socket on a real pool", function () {
     await csi.node("NodeStageVolume", stageReq);
     await csi.node("NodeStageVolume", stageReq);
     const pubReq = { ...stageReq, target_path: target(volumeId) };
-    await rejectsWithCode(
+    await rejects(
       csi.node("NodePublishVolume", { ...pubReq, staging_target_path: join(kubelet, "not-staged") }),
       status.FAILED_PRECONDITION,
     );
     await csi.node("NodePublishVolume", pubReq);
     await csi.node("NodePublishVolume", pubReq);
+    await rejects(
+      csi.node("NodeStageVolume", {
+        ...stageReq,
+        volume_capability: { ...mountCap, mount: { fs_type: "ext4", mount_flags: ["noatime"] } },
+      }),
+      status.ALREADY_EXISTS,
+      /other arguments/,
+    );
+    await rejects(
+      csi.node("NodePublishVolume", { ...pubReq, readonly: true }),
+      status.ALREADY_EXISTS,
+      /other arguments/,
+    );
+    const roTarget = target(volumeId).replace("pod-1", "pod-ro");
+    await csi.node("NodePublishVolume", { ...pubReq, target_path: roTarget, readonly: true });
+    assert.throws(
+      () => writeFileSync(join(roTarget, "nope"), "x"),
+      /EROFS/,
+      "a read-only publish is read-only",
+    );
+    await csi.node("NodeUnpublishVolume", { volume_id: volumeId, target_path: roTarget });
     writeFileSync(join(target(volumeId), "hello.txt"), "written before the snapshot\n");
     await sh("sync", []);
-    await rejectsWithCode(
+    await rejects(
       csi.node("NodePublishVolume", { ...pubReq, target_path: "/etc/evil" }),
       status.INVALID_ARGUMENT,
       /outside the kubelet directory/,
@@ -196,7 +217,7 @@ describe("CSI lifecycle over the socket on a real pool", function () {
       Number(stats.usage.find((u) => u.unit === "BYTES")?.total) > 100 * MiB,
       "filesystem grown to the larger size at first stage",
     );
-    await rejectsWithCode(
+    await rejects(
       csi.controller("CreateVolume", {
         name: "pvc-small",
         capacity_range: { required_bytes: 16 * MiB, limit_bytes: 16 * MiB },
@@ -205,7 +226,7 @@ describe("CSI lifecycle over the socket on a real pool", function () {
       }),
       status.OUT_OF_RANGE,
     );
-    await rejectsWithCode(
+    await rejects(
       csi.controller("CreateVolume", {
         name: "pvc-elsewhere",
         volume_capabilities: [mountCap],
@@ -361,10 +382,7 @@ describe("CSI lifecycle over the socket on a real pool", function () {
   });
 
   it("refuses to delete a staged volume, then tears down and deletes in both orders", async () => {
-    await rejectsWithCode(
-      csi.controller("DeleteVolume", { volume_id: volumeId }),
-      status.FAILED_PRECONDITION,
-    );
+    await rejects(csi.controller("DeleteVolume", { volume_id: volumeId }), status.FAILED_PRECONDITION);
     for (let i = 0; i < 2; i++) {
       await csi.node("NodeUnpublishVolume", { volume_id: volumeId, target_path: target(volumeId) });
       await csi.node("NodeUnstageVolume", { volume_id: volumeId, staging_target_path: stage(volumeId) });

@@ -308,6 +308,23 @@ describe("ThinPoolEngine (fake kernel)", () => {
   });
 });
 
+describe("readiness (fake kernel)", () => {
+  it("is ready after reconciliation and not ready while the pool has failed or needs a check", async () => {
+    const { engine, kernel } = await openEngine();
+    assert.deepEqual(await engine.readiness(), { ready: true });
+    kernel.poolMode = "Fail";
+    const failed = await engine.readiness();
+    assert.equal(failed.ready, false);
+    assert.match(failed.reason ?? "", /pool p has failed or needs a metadata check/);
+    kernel.poolMode = "rw";
+    assert.deepEqual(await engine.readiness(), { ready: true });
+    kernel.devices.delete("pool0");
+    const gone = await engine.readiness();
+    assert.equal(gone.ready, false);
+    assert.match(gone.reason ?? "", /pool p cannot be read/);
+  });
+});
+
 describe("start-up reconciliation (fake kernel)", () => {
   it("rolls an unfinished create forward when the pool's transaction id shows it completed", async () => {
     const { engine, kernel, store } = await openEngine();

@@ -208,6 +208,7 @@ export class FakeKernel implements CommandRunner {
 
   private statusLine(d: FakeDevice): string {
     const [start, length, target] = d.table.split(" ");
+    if (target === "thin-pool" && this.poolMode === "Fail") return `${start} ${length} thin-pool Fail`;
     if (target === "thin-pool") {
       return `${start} ${length} thin-pool ${this.transactionId} ${this.metadataUsedBlocks}/${this.metadataTotalBlocks} ${this.dataUsedBlocks}/${this.dataTotalBlocks} - ${this.poolMode} discard_passdown error_if_no_space - 1024`;
     }
