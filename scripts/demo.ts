@@ -73,15 +73,21 @@ async function demo(): Promise<void> {
   const onSignal = () => {
     interrupted = true;
   };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  // Persistent listeners, not once(): execa's exit hook re-raises a signal when no other listener is left,
+  // which would kill the demo in the middle of a step and skip the clean-up.
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
 
-  const step = async <T>(label: string, fn: () => Promise<T>): Promise<T> => {
-    if (interrupted) throw new Error("interrupted");
+  const timed = async <T>(label: string, fn: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
     const value = await fn();
     process.stdout.write(`  ${label.padEnd(58)} ${(performance.now() - t0).toFixed(1).padStart(8)} ms\n`);
     return value;
+  };
+  /** A step of the job: refused once interrupted. Clean-up goes through `timed` and always runs. */
+  const step = async <T>(label: string, fn: () => Promise<T>): Promise<T> => {
+    if (interrupted) throw new Error("interrupted");
+    return timed(label, fn);
   };
   const mountCap = {
     access_mode: { mode: "SINGLE_NODE_WRITER" as const },
@@ -174,12 +180,14 @@ async function demo(): Promise<void> {
     process.stdout.write(`    new size: ${Number(expanded.capacity_bytes) / MiB} MiB\n`);
   } finally {
     for (const cleanup of cleanups)
-      await step("clean up", cleanup).catch((err: unknown) =>
+      await timed("clean up", cleanup).catch((err: unknown) =>
         process.stdout.write(`  cleanup failed: ${String(err)}\n`),
       );
     csi.close();
     await driver.server.shutdown();
     await removeLoopPool(dir);
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
     rmSync(dir, { recursive: true, force: true });
     process.stdout.write("demo finished: no devices, mounts or files left behind\n");
   }
