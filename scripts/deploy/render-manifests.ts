@@ -28,8 +28,8 @@ export const MANIFEST_VALUES: JsonObject = {
     overProvisioningRatio: 10,
     reservedDataPercent: 10,
     reservedMetadataPercent: 10,
-    // Example: an LVM thin pool `vg0/pool0` (dm name vg0-pool0-tpool) on every node. Edit before applying.
-    pools: [{ name: "default", source: { type: "existing", device: "vg0-pool0-tpool" } }],
+    // Example: an LVM thin pool `vg0/pool0` (dm name vg0-pool0) on every node. Edit before applying.
+    pools: [{ name: "default", source: { type: "existing", device: "vg0-pool0" } }],
     nodes: {},
   },
   storageClasses: [
@@ -136,7 +136,7 @@ export async function renderManifestTexts(): Promise<Map<string, string>> {
     "kustomization.yaml",
     await prettyYaml(
       GENERATED_HEADER +
-        "# Pools: configmap.yaml holds an example (an LVM thin pool vg0-pool0-tpool on every node). Use your own\n" +
+        "# Pools: configmap.yaml holds an example (an LVM thin pool vg0-pool0 on every node). Use your own\n" +
         "# from an overlay that patches ConfigMap thinpool-csi-config (data.config.yaml, docs/CONFIGURATION.md),\n" +
         "# then `kubectl -n thinpool-csi rollout restart daemonset/thinpool-csi-node`.\n" +
         "# The snapshot.storage.k8s.io/v1 CRDs and a snapshot-controller started with\n" +

@@ -68,25 +68,40 @@ export async function assemblePool(spec: PoolSpec, ctx: AssembleContext): Promis
   }
 }
 
+/**
+ * LVM names a thin pool's dm device `vg-pool` while LVM itself has no thin volumes in it (the case for a
+ * pool dedicated to this driver), and `vg-pool-tpool` (with `vg-pool` a different, linear device) once it
+ * has. Accept either spelling and use whichever device really is the thin-pool target.
+ */
+function lvmNameVariants(dmName: string): string[] {
+  return dmName.endsWith("-tpool")
+    ? [dmName, dmName.slice(0, -"-tpool".length)]
+    : [dmName, `${dmName}-tpool`];
+}
+
 async function openExistingPool(name: string, device: string, ctx: AssembleContext): Promise<AssembledPool> {
-  const dmName = device.replace(/^\/dev\/mapper\//, "");
-  const info = await ctx.dmsetup.info(dmName);
-  if (!info) {
-    throw new EngineError(
-      "PoolUnavailable",
-      `pool '${name}': thin-pool device '${dmName}' does not exist; ` +
-        `activate it first (for an LVM thin pool: lvchange -ay <vg>/<pool>)`,
-    );
+  const given = device.replace(/^\/dev\/mapper\//, "");
+  for (const dmName of lvmNameVariants(given)) {
+    const info = await ctx.dmsetup.info(dmName);
+    if (!info) continue;
+    const line = await ctx.dmsetup.table(dmName);
+    if (line.trim().split(/\s+/)[2] !== "thin-pool") continue;
+    const table = parsePoolTable(line);
+    const lvm = info.uuid.startsWith("LVM-");
+    return {
+      name,
+      dmName,
+      devno: info.devno,
+      blockBytes: table.blockSizeSectors * SECTOR_BYTES,
+      ownsTransactionId: !lvm,
+      notes: [`using existing thin-pool ${dmName}${lvm ? " (LVM-managed)" : ""}`],
+    };
   }
-  const table = parsePoolTable(await ctx.dmsetup.table(dmName));
-  return {
-    name,
-    dmName,
-    devno: info.devno,
-    blockBytes: table.blockSizeSectors * SECTOR_BYTES,
-    ownsTransactionId: !info.uuid.startsWith("LVM-"),
-    notes: [`using existing thin-pool ${dmName}${info.uuid.startsWith("LVM-") ? " (LVM-managed)" : ""}`],
-  };
+  throw new EngineError(
+    "PoolUnavailable",
+    `pool '${name}': no thin-pool device '${lvmNameVariants(given).join("' or '")}' exists; ` +
+      `activate it first (for an LVM thin pool: lvchange -ay <vg>/<pool>)`,
+  );
 }
 
 async function assembleFromDevices(

@@ -461,7 +461,7 @@ describe("deploy: Helm chart", () => {
     const notes = render().notes;
     assert.match(notes, /kubectl -n storage-system get pods/);
     assert.match(notes, /--enable-distributed-snapshotting=true/);
-    assert.match(notes, /vg0-pool0-tpool/);
+    assert.match(notes, /vg0-pool0;/);
     assert.match(notes, /storageClassName: thinpool/);
     const withController = render({ snapshotController: { enabled: true } }).notes;
     assert.doesNotMatch(withController, /IMPORTANT: the per-node csi-snapshotters/);

@@ -50,7 +50,7 @@ describe("deploy: chart configuration as the driver parses it", () => {
     assert.equal(c.metricsAddress?.port, 9810);
     assert.equal(c.shutdownTimeoutMs, 60_000);
     assert.equal(c.overProvisioningRatio, 10);
-    assert.deepEqual(c.pools, [{ name: "default", source: { type: "existing", device: "vg0-pool0-tpool" } }]);
+    assert.deepEqual(c.pools, [{ name: "default", source: { type: "existing", device: "vg0-pool0" } }]);
   });
 
   it("per-node overrides reach the right node; file settings and flags line up", () => {

@@ -68,7 +68,7 @@ describe("deploy: plain manifests (kubectl apply -k deploy/manifests)", () => {
     const cm = only(objects, "ConfigMap");
     const config = parseConfig((cm.data as Record<string, string>)["config.yaml"] ?? "");
     assert.deepEqual(config.pools, [
-      { name: "default", source: { type: "existing", device: "vg0-pool0-tpool" } },
+      { name: "default", source: { type: "existing", device: "vg0-pool0" } },
     ]);
     for (const o of objects) {
       if (CLUSTER_SCOPED.has(o.kind))

@@ -308,6 +308,44 @@ describe("ThinPoolEngine (fake kernel)", () => {
   });
 });
 
+describe("existing pools by name (fake kernel)", () => {
+  const openOn = (kernel: FakeKernel, device: string) =>
+    ThinPoolEngine.open({
+      store: StateStore.open(":memory:"),
+      runner: kernel,
+      logger: silentLogger,
+      pools: [{ name: "p", source: { type: "existing", device } }],
+    });
+
+  it("finds an LVM pool under either spelling and leaves LVM's transaction id alone", async () => {
+    // LVM with no thin volumes of its own: vg-pool is the thin-pool target.
+    const kernel = new FakeKernel("vg-pool");
+    kernel.devices.get("vg-pool")!.uuid = "LVM-abc-tpool";
+    for (const spelling of ["vg-pool", "vg-pool-tpool", "/dev/mapper/vg-pool-tpool"]) {
+      const engine = await openOn(kernel, spelling);
+      await engine.createVolume({ name: `v-${spelling.length}`, sizeBytes: MiB });
+      assert.equal(kernel.transactionId, 0n, "no set_transaction_id on an LVM pool");
+    }
+  });
+
+  it("skips LVM's linear public device and uses the -tpool thin-pool behind it", async () => {
+    const kernel = new FakeKernel("vg-pool-tpool");
+    kernel.addDevice("vg-pool", "0 2048 linear 254:3 0", "LVM-abc");
+    const engine = await openOn(kernel, "vg-pool");
+    kernel.calls = [];
+    await engine.createVolume({ name: "v", sizeBytes: MiB });
+    const targets = kernel.calls.filter((c) => c[1] === "message").map((c) => c[2]);
+    assert.ok(targets.length > 0 && targets.every((t) => t === "vg-pool-tpool"), targets.join(","));
+  });
+
+  it("names both spellings when neither exists", async () => {
+    await assert.rejects(
+      openOn(new FakeKernel("other"), "vg-pool"),
+      /no thin-pool device 'vg-pool' or 'vg-pool-tpool' exists/,
+    );
+  });
+});
+
 describe("readiness (fake kernel)", () => {
   it("is ready after reconciliation and not ready while the pool has failed or needs a check", async () => {
     const { engine, kernel } = await openEngine();
