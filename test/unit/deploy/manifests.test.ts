@@ -67,9 +67,7 @@ describe("deploy: plain manifests (kubectl apply -k deploy/manifests)", () => {
     assert.equal(vsc.metadata.annotations?.["snapshot.storage.kubernetes.io/is-default-class"], "true");
     const cm = only(objects, "ConfigMap");
     const config = parseConfig((cm.data as Record<string, string>)["config.yaml"] ?? "");
-    assert.deepEqual(config.pools, [
-      { name: "default", source: { type: "existing", device: "vg0-pool0" } },
-    ]);
+    assert.deepEqual(config.pools, [{ name: "default", source: { type: "existing", device: "vg0-pool0" } }]);
     for (const o of objects) {
       if (CLUSTER_SCOPED.has(o.kind))
         assert.equal(o.metadata.namespace, undefined, `${key(o)} is cluster-scoped`);
