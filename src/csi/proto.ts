@@ -49,10 +49,9 @@ let cachedDefinitions: CsiServiceDefinitions | undefined;
 /** The typed service definitions; loaded once per process. */
 export function loadCsiServices(): CsiServiceDefinitions {
   if (cachedDefinitions === undefined) {
-    const packageDefinition = protoLoader.loadSync(CSI_PROTO_FILE, {
-      ...PROTO_LOADER_OPTIONS,
-      includeDirs: csiProtoIncludeDirs(),
-    });
+    // Built from the one protobufjs parse that secret redaction also uses: parsing csi.proto twice cost
+    // seconds of start-up where JavaScript is slow (the test VM), for the same tree.
+    const packageDefinition = protoLoader.fromJSON(loadCsiProtoRoot().toJSON(), PROTO_LOADER_OPTIONS);
     // The generated ProtoGrpcType is the declared shape of exactly this call's result.
     const grpcPackage = grpc.loadPackageDefinition(packageDefinition) as unknown as ProtoGrpcType;
     cachedDefinitions = {
