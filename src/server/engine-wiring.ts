@@ -58,6 +58,12 @@ export class EngineHost implements DriverEngine {
 
   private async refresh(): Promise<void> {
     if (!this.engine) return;
+    // A data or metadata device that grew is taken into the pool here (and the pool leaves out-of-space mode).
+    await this.engine
+      .adoptGrownDevices()
+      .catch((err: unknown) =>
+        this.context.logger.warn({ err: errorMessage(err) }, "could not reload a pool for its grown devices"),
+      );
     try {
       this.readiness = await this.engine.readiness();
     } catch (err) {

@@ -25,6 +25,7 @@ import {
 } from "./context.js";
 import { Dmsetup, type DmsetupOptions } from "./dmsetup.js";
 import { asEngineError, describe, EngineError, isErrno } from "./errors.js";
+import { grownDevices, growPoolToDevices } from "./pool-growth.js";
 import { assemblePool, type PoolSpec } from "./pool-source.js";
 import { reconcile } from "./reconcile.js";
 import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type PoolStatus } from "./status.js";
@@ -207,6 +208,22 @@ export class ThinPoolEngine {
       }
     }
     return { ready: true };
+  }
+
+  /**
+   * Lets every pool the engine assembled use data or metadata devices that have grown, which also brings
+   * a pool that ran out of space back to write mode (see pool-growth.ts). Cheap when nothing grew (two
+   * sysfs reads per pool), so the driver calls it at every readiness refresh.
+   */
+  async adoptGrownDevices(): Promise<void> {
+    for (const pool of this.ctx.pools.values()) {
+      if (!pool.devices || !(await grownDevices(pool, await this.poolStatus(pool.name)))) continue;
+      await this.locks.runExclusive(poolKey(pool.name), async () => {
+        const note = await growPoolToDevices(pool, await this.poolStatus(pool.name, true), this.ctx.dm);
+        this.statusCache.delete(pool.name);
+        if (note) this.ctx.logger.info({ pool: pool.name }, note);
+      });
+    }
   }
 
   /** Health of a device for CSI VolumeCondition: missing, faulty, inactive when it should be active, pool trouble. */

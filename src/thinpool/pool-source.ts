@@ -31,8 +31,21 @@ export interface AssembledPool {
    * expected transaction id in the VG metadata and refuses to activate a pool whose id moved under it.
    */
   ownsTransactionId: boolean;
+  /**
+   * "major:minor" of the data and metadata devices of a pool the engine assembled itself (devices, loop),
+   * so it can follow them when they grow (see pool-growth.ts). Undefined for existing pools, which belong
+   * to whoever made them (LVM grows its own).
+   */
+  devices?: PoolDevices;
   /** Human-readable notes for the log (e.g. "created new pool", "re-assembled"). */
   notes: string[];
+}
+
+export interface PoolDevices {
+  data: string;
+  metadata: string;
+  /** Sizes (data/metadata blocks) the pool was last reloaded for, so a reload the kernel ignores is not repeated. */
+  lastGrowAttempt?: string;
 }
 
 export const DEFAULT_BLOCK_BYTES = 64 * 1024;
@@ -138,6 +151,7 @@ async function assembleFromDevices(
       devno: live.devno,
       blockBytes: table.blockSizeSectors * SECTOR_BYTES,
       ownsTransactionId: true,
+      devices: { data: dataDevno, metadata: metaDevno },
       notes: [`pool ${dmName} already assembled`],
     };
   }
@@ -180,6 +194,7 @@ async function assembleFromDevices(
     devno: info.devno,
     blockBytes,
     ownsTransactionId: true,
+    devices: { data: dataDevno, metadata: metaDevno },
     notes: [
       content === "blank"
         ? `created new pool ${dmName}`

@@ -25,6 +25,9 @@ const REACTIVATE_CONCURRENCY = 8;
  * - a device that should be active is reactivated; snapshots and inactive volumes stay inactive;
  * - ids in the pool's metadata the store does not know are quarantined, devices the store knows but the
  *   metadata lacks are marked faulty: nothing that may hold user data is deleted on a guess.
+ * - a pool that is read-only (out of metadata space, or needing a check) or failed refuses every message:
+ *   unfinished creates and deletes then wait for a start with the pool writable again, and the metadata
+ *   cross-check is skipped, so the driver still starts and can unmount and report (docs/RELIABILITY.md).
  */
 export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
   const started = Date.now();
@@ -51,12 +54,20 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
   }
 
   for (const pool of ctx.pools.values()) {
-    const kernelTxid = parsePoolStatus(await ctx.dm.status(pool.dmName)).transactionId;
-    pool.kernelTxid = kernelTxid;
+    const poolStatus = parsePoolStatus(await ctx.dm.status(pool.dmName));
+    pool.kernelTxid = poolStatus.transactionId;
+    const writable = poolStatus.healthy && poolStatus.mode !== "ro";
+    if (!writable)
+      ctx.logger.warn(
+        { pool: pool.name },
+        "pool is read-only or failed: unfinished creates and deletes and the metadata cross-check wait for a writable pool",
+      );
     const devices = ctx.store.listDevices({ pool: pool.name });
     const toActivate: DeviceRecord[] = [];
     for (const device of devices) {
       report.checked++;
+      if (!writable && (device.state === DeviceState.Creating || device.state === DeviceState.Deleting))
+        continue;
       try {
         const wantsActive = await settle(ctx, pool, device, live.get(dmNameOf(ctx, device.name)), report);
         if (wantsActive) toActivate.push(wantsActive);
@@ -73,7 +84,7 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
         markFaulty(ctx, device, `could not be reactivated: ${describe(err)}`);
       }
     });
-    await crossCheckMetadata(ctx, pool, report);
+    if (writable) await crossCheckMetadata(ctx, pool, report);
     if (pool.ownsTransactionId) ctx.store.setPoolTransactionId(pool.name, Number(pool.kernelTxid));
     report.faulty += ctx.store.countByState(pool.name).get(DeviceState.Faulty) ?? 0;
   }
