@@ -16,6 +16,7 @@ export type Errno =
   | "EIO"
   | "ENOMEM"
   | "ETIMEDOUT"
+  | "EOPNOTSUPP"
   | "UNKNOWN";
 
 /** strerror(3) texts as printed by libdevmapper and util-linux, mapped back to errno names. */
@@ -30,6 +31,8 @@ const STRERROR_TO_ERRNO: ReadonlyArray<readonly [RegExp, Errno]> = [
   [/Operation not permitted|Permission denied/i, "EPERM"],
   [/Input\/output error/i, "EIO"],
   [/Cannot allocate memory/i, "ENOMEM"],
+  // dm-thin's answer to every pool message while the pool is read-only (out of metadata space, needs_check).
+  [/Operation not supported/i, "EOPNOTSUPP"],
   // dmsetup's own wording when a named device does not exist.
   [/Device .* not found|does not exist/i, "ENXIO"],
 ];
@@ -104,7 +107,9 @@ export function asEngineError(err: unknown, what: string): EngineError {
           ? "Busy"
           : err.errno === "ENXIO"
             ? "NotFound"
-            : "Internal";
+            : err.errno === "EOPNOTSUPP"
+              ? "PoolUnavailable"
+              : "Internal";
     return new EngineError(code, `${what}: ${err.message}`, { cause: err });
   }
   return new EngineError("Internal", `${what}: ${describe(err)}`, { cause: err });

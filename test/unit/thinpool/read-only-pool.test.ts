@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
 import { ThinPoolEngine } from "../../../src/thinpool/engine.js";
+import { EngineError } from "../../../src/thinpool/errors.js";
 import { FakeKernel, silentLogger } from "./fake-kernel.js";
 
 const MiB = 1024 * 1024;
@@ -16,11 +17,11 @@ const open = (kernel: FakeKernel, store: StateStore) =>
   });
 
 /** What dm-thin answers to every message while the pool is read-only or failed (seen on 6.1 in the VM). */
-function refuseMessages(kernel: FakeKernel): void {
+function refuseMessages(kernel: FakeKernel, times = 1000): void {
   kernel.fail(
     (a) => a[1] === "message" && a[2] === "pool0",
     "device-mapper: message ioctl on pool0  failed: Operation not supported",
-    1000,
+    times,
   );
 }
 
@@ -72,6 +73,27 @@ describe("start-up on a read-only pool (fake kernel)", () => {
     kernel.poolMode = "rw";
     const engine = await open(kernel, store);
     assert.equal(engine.getDevice("deleting"), undefined);
+    assert.equal(kernel.thinIds.size, 0);
+  });
+});
+
+describe("pool messages refused by a read-only pool", () => {
+  it("are UNAVAILABLE-class (PoolUnavailable), not internal errors, and the delete can be retried", async () => {
+    const kernel = new FakeKernel();
+    const store = StateStore.open(":memory:");
+    const engine = await open(kernel, store);
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    kernel.poolMode = "ro";
+    refuseMessages(kernel, 1); // the delete message
+    await assert.rejects(engine.deleteDevice("v1"), (err: unknown) => {
+      assert.ok(err instanceof EngineError);
+      assert.equal(err.code, "PoolUnavailable");
+      assert.match(err.message, /\[EOPNOTSUPP\].*Operation not supported/);
+      return true;
+    });
+    kernel.poolMode = "rw";
+    await engine.deleteDevice("v1");
+    assert.equal(engine.getDevice("v1"), undefined);
     assert.equal(kernel.thinIds.size, 0);
   });
 });
