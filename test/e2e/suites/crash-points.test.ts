@@ -12,11 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { CsiClient } from "../../../src/csi/client.js";
-import { StateStore } from "../../../src/state/store.js";
-import { DeviceState } from "../../../src/state/types.js";
 import { CRASH_POINTS, type CrashPointName } from "../../../src/util/crash-point.js";
-import { isMountPoint } from "../../../src/node/mounts.js";
-import { parseDmInfo } from "../../../src/thinpool/status.js";
 import {
   E2E_DATA_DEV,
   E2E_META_DEV,
@@ -26,6 +22,7 @@ import {
   sha256File,
   zeroHead,
 } from "../support/vm-env.js";
+import { storeKernelProblems } from "../support/consistency.js";
 
 const MiB = 1024 * 1024;
 const mountCap = {
@@ -96,49 +93,7 @@ describe("crash at every step of every operation", function () {
 
   /** Store and kernel agree; nothing half-done; the base data is intact. Returns what was found wrong. */
   const check = async (): Promise<string[]> => {
-    const problems: string[] = [];
-    const infos = parseDmInfo(await sh("dmsetup", ["info"])).filter((i) => i.name.startsWith("tpcsi-"));
-    for (const i of infos.filter((x) => x.suspended)) problems.push(`suspended: ${i.name}`);
-    const store = StateStore.open(statePath);
-    try {
-      const devices = store.listDevices();
-      for (const d of devices) {
-        if (d.pending !== null || ![DeviceState.Active, DeviceState.Inactive].includes(d.state)) {
-          problems.push(`half-done or faulty row: ${d.name} ${d.state} ${d.lastError ?? ""}`);
-        }
-      }
-      for (const q of store.listQuarantined("default"))
-        problems.push(`leaked (quarantined) id ${q.deviceId}: ${q.reason}`);
-      const active = new Set(
-        devices.filter((d) => d.state === DeviceState.Active).map((d) => `tpcsi-${d.name}`),
-      );
-      for (const i of infos)
-        if (!active.has(i.name)) problems.push(`dm device unknown to the store as active: ${i.name}`);
-      for (const name of active)
-        if (!infos.some((i) => i.name === name)) problems.push(`active row without dm device: ${name}`);
-      await sh("dmsetup", ["message", "thinpool-csi-default", "0", "reserve_metadata_snap"]);
-      let poolIds: number[];
-      try {
-        poolIds = (await sh("thin_ls", ["--metadata-snap", "--no-headers", "--format", "DEV", E2E_META_DEV]))
-          .split("\n")
-          .map((s) => Number(s.trim()))
-          .filter((n) => !Number.isNaN(n));
-      } finally {
-        await sh("dmsetup", ["message", "thinpool-csi-default", "0", "release_metadata_snap"]);
-      }
-      const storeIds = new Set(devices.map((d) => d.deviceId));
-      for (const id of poolIds)
-        if (!storeIds.has(id)) problems.push(`thin id ${id} in the pool but not in the store`);
-      for (const d of devices)
-        if (!poolIds.includes(d.deviceId)) problems.push(`row ${d.name} points at missing id ${d.deviceId}`);
-      for (const volume of devices.map((d) => d.name)) {
-        for (const p of store.getNodePaths(volume, "stage")) {
-          if (!(await isMountPoint(p.path))) problems.push(`stage record without a mount: ${p.path}`);
-        }
-      }
-    } finally {
-      store.close();
-    }
+    const problems = await storeKernelProblems({ statePath, pool: "default", metadataDevice: E2E_META_DEV });
     if ((await sha256File(join(stage("base"), "data"))) !== baseSum)
       problems.push("base volume data changed");
     return problems;

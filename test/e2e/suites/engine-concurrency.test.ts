@@ -9,18 +9,10 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StateStore } from "../../../src/state/store.js";
-import { DeviceState } from "../../../src/state/types.js";
 import { ThinPoolEngine } from "../../../src/thinpool/engine.js";
 import { EngineError } from "../../../src/thinpool/errors.js";
-import { parseDmInfo, parseThinTable } from "../../../src/thinpool/status.js";
-import {
-  E2E_DATA_DEV,
-  E2E_META_DEV,
-  removeAllDmDevices,
-  sh,
-  silentLogger,
-  zeroHead,
-} from "../support/vm-env.js";
+import { E2E_DATA_DEV, E2E_META_DEV, removeAllDmDevices, silentLogger, zeroHead } from "../support/vm-env.js";
+import { storeKernelProblems } from "../support/consistency.js";
 
 const MiB = 1024 * 1024;
 
@@ -79,45 +71,12 @@ describe("engine under concurrent callers on a real pool", function () {
     process.stdout.write(`      ${operations} operations, ${refusals.length} refusals\n`);
     assert.deepEqual(refusals, [], "no operation on its own devices should be refused");
 
-    // Checker: store vs kernel.
-    const devices = engine.listDevices();
-    assert.ok(
-      devices.every((d) => d.pending === null && d.state !== DeviceState.Faulty),
-      "nothing half-done or faulty",
-    );
-    const store = StateStore.open(statePath);
-    const expectedIds = [
-      ...devices.map((d) => d.deviceId),
-      ...store.listQuarantined("e2e").map((q) => q.deviceId),
-    ].sort((a, b) => a - b);
-    store.close();
-    await sh("dmsetup", ["message", "thinpool-csi-e2e", "0", "reserve_metadata_snap"]);
-    let ids: number[];
-    try {
-      ids = (await sh("thin_ls", ["--metadata-snap", "--no-headers", "--format", "DEV", E2E_META_DEV]))
-        .split("\n")
-        .map((s) => Number(s.trim()))
-        .filter((n) => !Number.isNaN(n))
-        .sort((a, b) => a - b);
-    } finally {
-      await sh("dmsetup", ["message", "thinpool-csi-e2e", "0", "release_metadata_snap"]);
-    }
-    assert.deepEqual(ids, expectedIds, "pool ids == store devices + quarantined ids");
-    const infos = parseDmInfo(await sh("dmsetup", ["info"])).filter((i) => i.name.startsWith("tpcsi-"));
-    assert.ok(
-      infos.every((i) => !i.suspended),
-      "no device left suspended",
-    );
-    const active = devices.filter((d) => d.state === DeviceState.Active);
-    assert.deepEqual(
-      infos.map((i) => i.name).sort(),
-      active.map((d) => `tpcsi-${d.name}`).sort(),
-      "dm devices == active rows",
-    );
-    for (const d of active) {
-      const table = parseThinTable(await sh("dmsetup", ["table", `tpcsi-${d.name}`]));
-      assert.equal(table.deviceId, d.deviceId);
-      assert.equal(table.lengthSectors * 512, d.sizeBytes);
-    }
+    const problems = await storeKernelProblems({
+      statePath,
+      pool: "e2e",
+      metadataDevice: E2E_META_DEV,
+      allowQuarantined: true,
+    });
+    assert.deepEqual(problems, [], "store and kernel agree");
   });
 });

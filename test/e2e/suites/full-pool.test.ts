@@ -18,7 +18,7 @@
  *                   pool goes read-only with needs_check, Probe turns not ready, and only the offline repair
  *                   (driver stopped, pool removed, thin_check, flag cleared) brings it back.
  *
- * Figures are printed as "[full-pool] {...}" lines and gathered in docs/RELIABILITY-full-pool.md.
+ * Figures are printed as "[full-pool] {...}" lines and gathered in docs/RELIABILITY.md (Full pools).
  */
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
