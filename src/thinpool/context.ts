@@ -15,7 +15,8 @@ export interface EngineLogger {
 
 /** Hooks for metrics; every one optional. */
 export interface EngineObserver {
-  onSuspend?(device: string, frozenMs: number): void;
+  /** An active origin was suspended (its I/O frozen) for `frozenMs` around a snapshot. */
+  onSuspend?(event: { device: string; pool: string; frozenMs: number }): void;
   onReconcile?(report: ReconcileReport): void;
 }
 
