@@ -1,15 +1,15 @@
 #!/usr/bin/env node
 /**
- * thinpool-csi: `serve` runs the CSI server; `status` (to come with the state store) reports on it.
+ * thinpool-csi: `serve` runs the CSI server; `status` asks the running server for this node's status.
  */
-import { realpathSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 
 import { ConfigError, parseServeArgs, serveUsage } from "../server/config.js";
 import { startDriver, type DriverFactories } from "../server/driver.js";
 import { thinpoolDriverFactories, type EngineHost } from "../server/engine-wiring.js";
 import { SocketInUseError } from "../server/server.js";
+import { isEntryPoint } from "../util/entry-point.js";
 import { errorMessage } from "../util/errors.js";
+import { runStatus } from "./status.js";
 import { readPackageVersion } from "../util/package-info.js";
 
 /** Exit code for bad usage or configuration, as sysexits' EX_USAGE. */
@@ -19,7 +19,7 @@ const USAGE = `Usage: thinpool-csi <command> [flags]
 
 Commands:
   serve     run the CSI server (Identity, Controller, Node) on a unix socket
-  status    report this node's pools and volumes (not available yet)
+  status    this node's pools, volumes, snapshots and faulty devices (asks the running driver)
 
 thinpool-csi serve --help lists the flags.`;
 
@@ -60,8 +60,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
       return "serving";
     }
     case "status":
-      io.stderr("thinpool-csi status: not available yet (it needs the state store)\n");
-      return 1;
+      return runStatus(rest, io);
     case "--version":
     case "version":
       io.stdout(`${readPackageVersion()}\n`);
@@ -78,20 +77,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
   }
 }
 
-function isEntryPoint(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) {
-    return false;
-  }
-  try {
-    // npm's bin link is a symlink to this file.
-    return realpathSync(script) === fileURLToPath(import.meta.url);
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
   const io: CliIo = {
     env: process.env,
     stdout: (text) => process.stdout.write(text),

@@ -36,6 +36,11 @@ const VOLUME_PARAMETERS = new Set(["pool", "mkfsOptions"]);
 const SIDECAR_PREFIX = "csi.storage.k8s.io/";
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
 
+/** The --extra-create-metadata keys of a request (PVC, VolumeSnapshot and content names), kept for `status`. */
+function sidecarMetadata(parameters: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(parameters).filter(([k]) => k.startsWith(SIDECAR_PREFIX)));
+}
+
 /** Attributes the controller keeps on each device (opaque to the engine). */
 export interface VolumeAttributes {
   fingerprint?: string;
@@ -194,9 +199,7 @@ export function createControllerService(
           `${requested} bytes rounded up to the pool block is ${sizeBytes} bytes, above limit_bytes ${limit}`,
         );
       }
-      const metadata = Object.fromEntries(
-        Object.entries(parameters).filter(([k]) => k.startsWith(SIDECAR_PREFIX)),
-      );
+      const metadata = sidecarMetadata(parameters);
       const attributes: VolumeAttributes = {
         fingerprint,
         ...(fsType ? { fsType } : {}),
@@ -314,7 +317,8 @@ export function createControllerService(
     async CreateSnapshot(request) {
       const name = requireField(request.name, "name");
       const sourceId = requireField(request.source_volume_id, "source_volume_id");
-      const unknown = Object.keys(request.parameters ?? {}).filter((k) => !k.startsWith(SIDECAR_PREFIX));
+      const parameters = request.parameters ?? {};
+      const unknown = Object.keys(parameters).filter((k) => !k.startsWith(SIDECAR_PREFIX));
       if (unknown.length)
         throw new CsiError(
           status.INVALID_ARGUMENT,
@@ -331,6 +335,7 @@ export function createControllerService(
         return { snapshot: snapshotMessage(existing) };
       }
       const source = resolve(sourceId, "volume", "source volume");
+      const metadata = sidecarMetadata(parameters);
       const snapshot = await engineCall(() =>
         engine.createSnapshot({
           name: deviceNameFor("snapshot", name),
@@ -341,6 +346,7 @@ export function createControllerService(
             sourceVolumeId: sourceId,
             fsType: (source.attributes as VolumeAttributes).fsType,
             growFilesystem: (source.attributes as VolumeAttributes).growFilesystem,
+            ...(Object.keys(metadata).length ? { metadata } : {}),
           },
         }),
       );

@@ -32,6 +32,18 @@ export interface ReconcileReport {
   durationMs: number;
 }
 
+/** The report's device counters, in the order they are shown. */
+export const RECONCILE_RESULTS = [
+  "checked",
+  "reactivated",
+  "resumed",
+  "rolledForward",
+  "rolledBack",
+  "deactivated",
+  "quarantined",
+  "faulty",
+] as const satisfies ReadonlyArray<keyof ReconcileReport>;
+
 export interface PoolRuntime extends AssembledPool {
   /** The kernel's transaction id as last read or set by the engine. */
   kernelTxid: bigint;

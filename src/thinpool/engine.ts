@@ -168,6 +168,11 @@ export class ThinPoolEngine {
     return devicePathOf(this.ctx, name);
   }
 
+  /** The device-mapper name of a device (for operators' dmsetup commands). */
+  dmNameOf(name: string): string {
+    return dmNameOf(this.ctx, name);
+  }
+
   blockBytes(pool: string): number {
     return this.pool(pool).blockBytes;
   }

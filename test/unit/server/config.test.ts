@@ -52,6 +52,10 @@ describe("serve configuration", () => {
       overProvisioningRatio: 10,
       reservedDataPercent: 10,
       reservedMetadataPercent: 10,
+      poolPressure: {
+        data: { warningPercent: 80, criticalPercent: 90 },
+        metadata: { warningPercent: 80, criticalPercent: 90 },
+      },
       defaultFsType: "ext4",
       kubeletDir: "/var/lib/kubelet",
       maxVolumesPerNode: 0,
@@ -139,6 +143,35 @@ describe("serve configuration", () => {
       "--log-level must be one of fatal, error, warn, info, debug, trace, silent, got 'verbose'",
       "--shutdown-timeout: 'soon' is not a duration: use e.g. 60s, 2m, 1m30s or 500ms",
     ]);
+  });
+
+  it("reads the pool pressure thresholds and refuses a warning at or above its critical level", () => {
+    const config = parse([
+      "--node-id=n",
+      POOL,
+      "--pool-data-warning-percent=70",
+      "--pool-data-critical-percent=95.5",
+      "--pool-metadata-warning-percent=50",
+      "--pool-metadata-critical-percent=100",
+    ]);
+    assert.deepEqual(config.poolPressure, {
+      data: { warningPercent: 70, criticalPercent: 95.5 },
+      metadata: { warningPercent: 50, criticalPercent: 100 },
+    });
+    assert.deepEqual(
+      problemsOf([
+        "--node-id=n",
+        POOL,
+        "--pool-data-warning-percent=95",
+        "--pool-metadata-warning-percent=0",
+        "--pool-metadata-critical-percent=101",
+      ]),
+      [
+        "--pool-data-warning-percent (95) must be below --pool-data-critical-percent (90): the warning comes before the critical level",
+        "--pool-metadata-warning-percent must be a number > 0 and <= 100, got '0'",
+        "--pool-metadata-critical-percent must be a number > 0 and <= 100, got '101'",
+      ],
+    );
   });
 
   it("requires the node id and validates it as a topology value", () => {
