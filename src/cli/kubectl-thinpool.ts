@@ -55,22 +55,29 @@ export interface ClusterStatus {
   readonly failures: NodeFailure[];
 }
 
-function runKubectl(kubectl: string, args: readonly string[]): Promise<string> {
+/** Runs kubectl; a failure's message is `<what> failed: <kubectl's stderr>`. */
+function runKubectl(kubectl: Kubectl, args: readonly string[], what: string): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
-      kubectl,
+      kubectl.path,
       [...args],
-      { maxBuffer: 64 * 1024 * 1024, timeout: EXEC_TIMEOUT_MS },
+      { env: kubectl.env, maxBuffer: 64 * 1024 * 1024, timeout: EXEC_TIMEOUT_MS },
       (error, stdout, stderr) => {
         if (error) {
           const detail = stderr.trim() || error.message;
-          reject(new Error(`kubectl ${args.slice(0, 2).join(" ")} failed: ${detail}`));
+          reject(new Error(`${what} failed: ${detail}`));
         } else {
           resolve(stdout);
         }
       },
     );
   });
+}
+
+/** The kubectl to run and its environment (PATH, KUBECONFIG). */
+export interface Kubectl {
+  readonly path: string;
+  readonly env: NodeJS.ProcessEnv;
 }
 
 interface PodList {
@@ -93,21 +100,16 @@ function parsePods(json: string): DriverPod[] {
 
 /** Asks every driver pod; a pod that cannot answer is a failure, not an abort. */
 export async function collectClusterStatus(
-  kubectl: string,
+  kubectl: Kubectl,
   options: { namespace?: string; selector: string; container: string; global: readonly string[] },
 ): Promise<ClusterStatus> {
   const scope = options.namespace === undefined ? ["--all-namespaces"] : ["--namespace", options.namespace];
   const pods = parsePods(
-    await runKubectl(kubectl, [
-      ...options.global,
-      "get",
-      "pods",
-      ...scope,
-      "-l",
-      options.selector,
-      "-o",
-      "json",
-    ]),
+    await runKubectl(
+      kubectl,
+      [...options.global, "get", "pods", ...scope, "-l", options.selector, "-o", "json"],
+      "kubectl get pods",
+    ),
   ).sort((a, b) => a.node.localeCompare(b.node));
   const nodes: NodeStatusReport[] = [];
   const failures: NodeFailure[] = [];
@@ -120,20 +122,24 @@ export async function collectClusterStatus(
         continue;
       }
       try {
-        const out = await runKubectl(kubectl, [
-          ...options.global,
-          "exec",
-          "--namespace",
-          pod.namespace,
-          pod.name,
-          "-c",
-          options.container,
-          "--",
-          "thinpool-csi",
-          "status",
-          "-o",
-          "json",
-        ]);
+        const out = await runKubectl(
+          kubectl,
+          [
+            ...options.global,
+            "exec",
+            "--namespace",
+            pod.namespace,
+            pod.name,
+            "-c",
+            options.container,
+            "--",
+            "thinpool-csi",
+            "status",
+            "-o",
+            "json",
+          ],
+          `kubectl exec ${pod.name}`,
+        );
         nodes.push(JSON.parse(out) as NodeStatusReport);
       } catch (error) {
         failures.push({ node: pod.node, pod: `${pod.namespace}/${pod.name}`, error: errorMessage(error) });
@@ -187,12 +193,15 @@ export async function runKubectlThinpool(argv: readonly string[], io: PluginIo):
   ];
   let status: ClusterStatus;
   try {
-    status = await collectClusterStatus(io.env.KUBECTL || "kubectl", {
-      ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
-      selector: values.selector,
-      container: values.container,
-      global,
-    });
+    status = await collectClusterStatus(
+      { path: io.env.KUBECTL || "kubectl", env: io.env },
+      {
+        ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
+        selector: values.selector,
+        container: values.container,
+        global,
+      },
+    );
   } catch (error) {
     io.stderr(`kubectl thinpool: ${errorMessage(error)}\n`);
     return 2;

@@ -121,7 +121,7 @@ export class DriverMetrics {
 
   private registerPoolGauges(): void {
     const registers = [this.registry];
-    const metrics = this;
+    const attachedSource = (): PoolMetricsSource | undefined => this.poolSource;
     /** A gauge whose series are set from the pools' view at each scrape. */
     const poolGauge = <Label extends string>(
       name: string,
@@ -136,7 +136,7 @@ export class DriverMetrics {
         registers,
         async collect() {
           this.reset();
-          const source = metrics.poolSource;
+          const source = attachedSource();
           if (source) fill(this, await source.pools(), source);
         },
       });

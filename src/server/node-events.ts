@@ -63,8 +63,8 @@ export function reportPressureChange(
   const fields = {
     pool: change.pool,
     resource: change.resource,
-    level: change.to,
-    previous_level: change.from,
+    pressure: change.to,
+    previous_pressure: change.from,
     used_percent: Math.round(change.usedPercent * 10) / 10,
     reason: notice.reason,
   };
