@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Logger } from "pino";
 import { CsiClient } from "../../../src/csi/client.js";
 import { parseServeArgs } from "../../../src/server/config.js";
 import { startDriver, type RunningDriver } from "../../../src/server/driver.js";
@@ -183,6 +184,8 @@ export async function startPoolDriver(options: {
   /** A stopped driver whose state and kubelet directories this one takes over (a restart). */
   restartOf?: PoolDriver;
   extraArgs?: string[];
+  /** Default: silent. */
+  logger?: Logger;
 }): Promise<PoolDriver> {
   const dir = options.restartOf?.dir ?? mkdtempSync(join(tmpdir(), `full-pool-${options.pool}-`));
   const stateDir = join(dir, "state");
@@ -210,7 +213,7 @@ export async function startPoolDriver(options: {
   assert.ok(config, "driver configuration is valid");
   const driver = await startDriver(config, thinpoolDriverFactories, {
     handleSignals: false,
-    logger: createLogger({ level: "silent" }),
+    logger: options.logger ?? createLogger({ level: "silent" }),
   });
   await driver.started;
   const csi = new CsiClient(socket);
