@@ -1,14 +1,15 @@
 import { status } from "@grpc/grpc-js";
+import { maxSizeBytes, parseCapacityRange } from "../csi/capacity-range.js";
 import {
   capabilitiesFingerprint,
   capabilityProblem,
   requireCapabilities,
   requireField,
+  requireName,
 } from "../csi/capabilities.js";
 import { engineCall } from "../csi/engine-errors.js";
 import { CsiError } from "../csi/errors.js";
 import type { ControllerHandlers } from "../csi/types.js";
-import type { CapacityRange__Output } from "../generated/csi/v1/CapacityRange.js";
 import type { Snapshot } from "../generated/csi/v1/Snapshot.js";
 import type { TopologyRequirement__Output } from "../generated/csi/v1/TopologyRequirement.js";
 import type { Volume } from "../generated/csi/v1/Volume.js";
@@ -76,15 +77,21 @@ export function createControllerService(
   const topology = [{ segments: { [options.topologyKey]: options.nodeId } }];
   const idOf = (device: DeviceRecord): string => makeId(device.name, options.nodeId);
 
-  /** Resolves a CSI id to a local device, with the codes the spec and the provisioner need. */
-  const resolve = (id: string, kind: IdKind, what: string): DeviceRecord => {
+  /**
+   * Resolves a CSI id to a local device, with the codes the spec and the provisioner need. An id of
+   * another node is NOT_FOUND here ("does not exist" is what the tables of ControllerGetVolume,
+   * ValidateVolumeCapabilities, GetSnapshot and CreateSnapshot name), except for a CreateVolume source
+   * (`reschedule`), where RESOURCE_EXHAUSTED ("Unable to provision in accessible_topology") makes the
+   * provisioner reschedule onto the node that holds it. The hostile-input suite found every caller
+   * answering RESOURCE_EXHAUSTED, which for a snapshot means "not enough space".
+   */
+  const resolve = (id: string, kind: IdKind, what: string, reschedule = false): DeviceRecord => {
     const parsed = parseId(id, kind);
     if (!parsed)
       throw new CsiError(status.NOT_FOUND, `${what} ${id} does not exist (not an id of this driver)`);
     if (!isLocal(parsed, options.nodeId)) {
-      // Not NOT_FOUND: RESOURCE_EXHAUSTED makes the provisioner reschedule onto the node that holds it.
       throw new CsiError(
-        status.RESOURCE_EXHAUSTED,
+        reschedule ? status.RESOURCE_EXHAUSTED : status.NOT_FOUND,
         `${what} ${id} lives on node ${parsed.node}, not on ${options.nodeId}: it can only be used there`,
       );
     }
@@ -139,8 +146,16 @@ export function createControllerService(
     },
 
     async CreateVolume(request) {
-      const name = requireField(request.name, "name");
+      const name = requireName(request.name, "name");
       const caps = requireCapabilities(request.volume_capabilities, options.fsTypes);
+      // "This field SHALL NOT be specified unless the SP has the MODIFY_VOLUME plugin capability."
+      const mutable = Object.keys(request.mutable_parameters ?? {});
+      if (mutable.length) {
+        throw new CsiError(
+          status.INVALID_ARGUMENT,
+          `mutable_parameters (${mutable.join(", ")}) are not supported: this driver has no MODIFY_VOLUME capability`,
+        );
+      }
       const parameters = request.parameters ?? {};
       const unknown = Object.keys(parameters).filter(
         (k) => !VOLUME_PARAMETERS.has(k) && !k.startsWith(SIDECAR_PREFIX),
@@ -158,8 +173,8 @@ export function createControllerService(
           `parameter pool='${pool}' names no pool on node ${options.nodeId} (pools: ${engine.poolNames.join(", ")})`,
         );
       }
-      checkTopology(request.accessibility_requirements, options);
-      const { required, limit } = capacityRange(request.capacity_range);
+      const largestBlock = Math.max(...engine.poolNames.map((p) => engine.blockBytes(p)));
+      const { required, limit } = parseCapacityRange(request.capacity_range, maxSizeBytes(largestBlock));
       const source = contentSource(request.volume_content_source);
       const mountCap = caps.find((c) => c.access_type === "mount");
       const fsType = mountCap ? mountCap.mount?.fs_type || options.defaultFsType : undefined;
@@ -175,14 +190,30 @@ export function createControllerService(
 
       const existing = engine.findByRequestName("volume", name);
       if (existing) {
-        if ((existing.attributes as VolumeAttributes).fingerprint !== fingerprint) {
+        // "compatible with the specified capacity_range, volume_capabilities, parameters": the same
+        // arguments, and a size the range allows (not necessarily the same range; the hostile-input
+        // suite found a smaller required size refused). Outside the requested topology is incompatible
+        // too (ALREADY_EXISTS, not the RESOURCE_EXHAUSTED a new volume gets).
+        const size = existing.sizeBytes;
+        if (
+          !sameArguments((existing.attributes as VolumeAttributes).fingerprint, fingerprint) ||
+          (required !== undefined && size < required) ||
+          (limit !== undefined && size > limit)
+        ) {
           throw new CsiError(
             status.ALREADY_EXISTS,
-            `volume ${name} already exists with different capacity, capabilities, parameters or source`,
+            `volume ${name} already exists with a different capacity, capabilities, parameters or source`,
+          );
+        }
+        if (topologyProblem(request.accessibility_requirements, options)) {
+          throw new CsiError(
+            status.ALREADY_EXISTS,
+            `volume ${name} already exists on node ${options.nodeId}, outside the requested topology`,
           );
         }
         return { volume: volumeMessage(existing) };
       }
+      checkTopology(request.accessibility_requirements, options);
 
       const sourceDevice =
         source &&
@@ -190,6 +221,7 @@ export function createControllerService(
           "snapshot" in source ? source.snapshot : source.volume,
           "snapshot" in source ? "snapshot" : "volume",
           "snapshot" in source ? "source snapshot" : "source volume",
+          true,
         );
       const requested = required ?? (sourceDevice ? sourceDevice.sizeBytes : DEFAULT_VOLUME_BYTES);
       const sizeBytes = engine.roundSize(sourceDevice?.pool ?? pool, requested);
@@ -315,7 +347,7 @@ export function createControllerService(
     },
 
     async CreateSnapshot(request) {
-      const name = requireField(request.name, "name");
+      const name = requireName(request.name, "name");
       const sourceId = requireField(request.source_volume_id, "source_volume_id");
       const parameters = request.parameters ?? {};
       const unknown = Object.keys(parameters).filter((k) => !k.startsWith(SIDECAR_PREFIX));
@@ -418,22 +450,21 @@ async function listPage<T>(
   return [await Promise.all(page.map(toEntry)), next];
 }
 
-function capacityRange(range: CapacityRange__Output | null | undefined): {
-  required?: number;
-  limit?: number;
-} {
-  if (!range) return {};
-  const required = Number(range.required_bytes);
-  const limit = Number(range.limit_bytes);
-  if (!Number.isSafeInteger(required) || !Number.isSafeInteger(limit) || required < 0 || limit < 0) {
-    throw new CsiError(
-      status.INVALID_ARGUMENT,
-      `capacity_range must hold non-negative byte counts below 2^53, got required ${range.required_bytes}, limit ${range.limit_bytes}`,
-    );
-  }
-  if (limit > 0 && required > limit)
-    throw new CsiError(status.INVALID_ARGUMENT, `required_bytes ${required} exceeds limit_bytes ${limit}`);
-  return { ...(required > 0 ? { required } : {}), ...(limit > 0 ? { limit } : {}) };
+/** Whether two CreateVolume fingerprints name the same arguments, leaving the capacity range aside. */
+function sameArguments(stored: string | undefined, requested: string): boolean {
+  const withoutRange = (fingerprint: string): string => {
+    try {
+      const {
+        required: _required,
+        limit: _limit,
+        ...rest
+      } = JSON.parse(fingerprint) as Record<string, unknown>;
+      return JSON.stringify(rest);
+    } catch {
+      return fingerprint;
+    }
+  };
+  return stored !== undefined && withoutRange(stored) === withoutRange(requested);
 }
 
 function contentSource(
@@ -447,22 +478,27 @@ function contentSource(
   return { volume: requireField(source.volume?.volume_id, "volume_content_source.volume.volume_id") };
 }
 
+/** Why this node is outside requisite topologies that all exclude it, if it is. */
+function topologyProblem(
+  requirement: TopologyRequirement__Output | null | undefined,
+  options: ControllerOptions,
+): string | undefined {
+  const requisite = requirement?.requisite ?? [];
+  if (requisite.length === 0) return undefined;
+  const fits = requisite.some((t) => {
+    const value = t.segments?.[options.topologyKey];
+    return value === undefined || value === options.nodeId;
+  });
+  if (fits) return undefined;
+  const nodes = requisite.map((t) => t.segments?.[options.topologyKey]).join(", ");
+  return `accessibility requirements allow only node(s) ${nodes}; this is node ${options.nodeId}`;
+}
+
 /** Requisite topologies that all exclude this node mean the volume cannot be made here. */
 function checkTopology(
   requirement: TopologyRequirement__Output | null | undefined,
   options: ControllerOptions,
 ): void {
-  const requisite = requirement?.requisite ?? [];
-  if (requisite.length === 0) return;
-  const fits = requisite.some((t) => {
-    const value = t.segments?.[options.topologyKey];
-    return value === undefined || value === options.nodeId;
-  });
-  if (!fits) {
-    const nodes = requisite.map((t) => t.segments?.[options.topologyKey]).join(", ");
-    throw new CsiError(
-      status.RESOURCE_EXHAUSTED,
-      `accessibility requirements allow only node(s) ${nodes}; this is node ${options.nodeId}`,
-    );
-  }
+  const problem = topologyProblem(requirement, options);
+  if (problem) throw new CsiError(status.RESOURCE_EXHAUSTED, problem);
 }

@@ -10,6 +10,21 @@ export const SUPPORTED_ACCESS_MODES = new Set([
   "SINGLE_NODE_READER_ONLY",
 ]);
 
+/**
+ * Mount flags that would let a pod escape or change what the device is. Checked for every capability
+ * (CreateVolume too, so a volume that could never be staged is not made; the hostile-input suite found
+ * CreateVolume accepting `bind` and `X-mount.mkdir`).
+ */
+const FORBIDDEN_MOUNT_FLAGS =
+  /^(bind|rbind|move|remount|make-|shared|rshared|slave|rslave|private|rprivate|unbindable|runbindable|X-mount\.|x-mount\.|loop|offset|sizelimit|encryption)/;
+/**
+ * One mount(8) option: a name, optionally `=value`. The driver joins flags with commas into one `-o`, so a
+ * comma, whitespace or a control character (a NUL made execa throw after the device was activated and
+ * mounted) would smuggle in another option; an empty name (`=bind`) is not an option.
+ */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const MOUNT_FLAG_SYNTAX = /^[A-Za-z0-9_.-]+(=[^\s,\x00-\x1f\x7f]*)?$/;
+
 /** Why a capability is unsupported, or undefined when it is supported. */
 export function capabilityProblem(
   cap: VolumeCapability__Output,
@@ -23,6 +38,10 @@ export function capabilityProblem(
     const fsType = cap.mount?.fs_type ?? "";
     if (fsType && !fsTypes.includes(fsType))
       return `fs type '${fsType}' is not supported (supported: ${fsTypes.join(", ")})`;
+    for (const flag of cap.mount?.mount_flags ?? []) {
+      if (!MOUNT_FLAG_SYNTAX.test(flag) || FORBIDDEN_MOUNT_FLAGS.test(flag))
+        return `mount flag ${JSON.stringify(flag)} is not allowed`;
+    }
     return undefined;
   }
   if (cap.access_type === "block") return undefined;
@@ -59,4 +78,21 @@ export function capabilitiesFingerprint(caps: VolumeCapability__Output[]): strin
 export function requireField(value: string | undefined, name: string): string {
   if (!value) throw new CsiError(status.INVALID_ARGUMENT, `${name} is required`);
   return value;
+}
+
+/**
+ * A CreateVolume/CreateSnapshot name: "Any Unicode string that conforms to the length limit is allowed
+ * except those containing the following banned characters: U+0000-U+0008, U+000B, U+000C,
+ * U+000E-U+001F, U+007F-U+009F" (the length limit is enforced for every field by FieldLimits).
+ */
+export function requireName(value: string | undefined, name: string): string {
+  const given = requireField(value, name);
+  // eslint-disable-next-line no-control-regex -- the spec's banned characters are control characters
+  const banned = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/.exec(given);
+  if (banned)
+    throw new CsiError(
+      status.INVALID_ARGUMENT,
+      `${name} must not contain control character U+${banned[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`,
+    );
+  return given;
 }

@@ -1,5 +1,6 @@
 import { status } from "@grpc/grpc-js";
-import { mkdir, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { maxSizeBytes, parseCapacityRange } from "../csi/capacity-range.js";
 import { capabilityProblem, requireField } from "../csi/capabilities.js";
 import { engineCall } from "../csi/engine-errors.js";
 import { CsiError } from "../csi/errors.js";
@@ -30,10 +31,6 @@ export interface NodeOptions {
   defaultFsType: FilesystemType;
   maxVolumesPerNode: number;
 }
-
-/** Mount flags that would let a pod escape or change what the device is. */
-const FORBIDDEN_MOUNT_FLAGS =
-  /^(bind|rbind|move|remount|make-|shared|rshared|slave|rslave|private|rprivate|unbindable|runbindable|X-mount\.|x-mount\.|loop|offset|sizelimit|encryption)/;
 
 const NODE_CAPABILITIES = [
   "STAGE_UNSTAGE_VOLUME",
@@ -68,14 +65,55 @@ export function createNodeService(
     return path;
   };
 
-  const mountFlags = (cap: VolumeCapability__Output): string[] => {
-    const flags = cap.mount?.mount_flags ?? [];
-    for (const flag of flags) {
-      if (FORBIDDEN_MOUNT_FLAGS.test(flag) || /[\s,]/.test(flag.replace(/^[^=]*=/, ""))) {
-        throw new CsiError(status.INVALID_ARGUMENT, `mount flag '${flag}' is not allowed`);
-      }
+  /** Already vetted by capabilityProblem (checkCapability): no escaping or smuggled options. */
+  const mountFlags = (cap: VolumeCapability__Output): string[] => cap.mount?.mount_flags ?? [];
+
+  /** Whether what is at `path` is this device: a filesystem on it mounted there, or its node bound there. */
+  const holdsDevice = async (path: string, device: DeviceRecord): Promise<boolean> => {
+    const [dev, at] = await Promise.all([
+      stat(engine.devicePath(device.name)).catch(() => undefined),
+      stat(path).catch(() => undefined),
+    ]);
+    if (!dev?.isBlockDevice() || !at) return false;
+    return at.isBlockDevice() ? at.rdev === dev.rdev : at.dev === dev.rdev;
+  };
+
+  /**
+   * Whether the mount at `path` is this volume's `role` mount: recorded so, or (after a crash between
+   * the mount and its record) unrecorded and of this device. The hostile-input suite found Stage and
+   * Publish adopting another volume's mount at the path they were given (so a pod could be handed
+   * another volume's data), and Unstage/Unpublish with a garbage or another volume's id unmounting
+   * whatever was there.
+   */
+  const isOwnMount = async (device: DeviceRecord, role: "stage" | "publish", path: string) => {
+    if (store.getNodePaths(device.name, role).some((p) => p.path === path)) return true;
+    if (store.findNodePath("stage", path) || store.findNodePath("publish", path)) return false;
+    return holdsDevice(path, device);
+  };
+
+  /**
+   * A path to mount on must be free: this volume's own mount (idempotent retry), nothing yet, an empty
+   * directory (mount) or an empty file (raw block). Anything else (another volume's mount, a kubelet
+   * file, a directory with content) is FAILED_PRECONDITION, checked before the device is touched.
+   */
+  const checkFree = async (device: DeviceRecord, role: "stage" | "publish", path: string, block: boolean) => {
+    if (await isMountPoint(path)) {
+      if (await isOwnMount(device, role, path)) return;
+      throw new CsiError(
+        status.FAILED_PRECONDITION,
+        `${path} holds a mount that is not this volume's ${role}`,
+      );
     }
-    return flags;
+    const info = await stat(path).catch(() => undefined);
+    if (!info) return;
+    const empty = block
+      ? info.isFile() && info.size === 0
+      : info.isDirectory() && (await readdir(path)).length === 0;
+    if (!empty)
+      throw new CsiError(
+        status.FAILED_PRECONDITION,
+        `${path} already holds ${block ? "something other than an empty file" : "something other than an empty directory"}; refusing to mount over it`,
+      );
   };
 
   const checkCapability = (cap: VolumeCapability__Output | null | undefined): VolumeCapability__Output => {
@@ -114,6 +152,15 @@ export function createNodeService(
           status.ALREADY_EXISTS,
           `volume ${id} is already staged at ${stagingPath} with other arguments`,
         );
+      }
+      if (cap.access_type === "mount") {
+        // A volume made for raw block only has no fs type: mounting it would format the user's raw data.
+        if (!attributes.fsType)
+          throw new CsiError(
+            status.FAILED_PRECONDITION,
+            `volume ${id} was created for raw block access; it cannot be staged as a filesystem`,
+          );
+        await checkFree(device, "stage", stagingPath, false);
       }
       const devicePath = await engineCall(() => engine.activate(device.name));
       crashPoint("stage.activated");
@@ -162,10 +209,13 @@ export function createNodeService(
       const id = requireField(request.volume_id, "volume_id");
       const stagingPath = await checkPath(request.staging_target_path, "staging_target_path");
       const parsed = parseId(id, "volume");
-      const device = parsed ? engine.getDevice(parsed.device) : undefined;
-      if (await isMountPoint(stagingPath)) await runner.run("umount", [stagingPath]);
-      crashPoint("unstage.unmounted");
+      const found = parsed && isLocal(parsed, options.nodeId) ? engine.getDevice(parsed.device) : undefined;
+      const device = found?.kind === "volume" ? found : undefined;
+      // Not staged there (or no such volume): nothing to undo, and a mount that is not ours stays.
       if (!device) return {};
+      if ((await isMountPoint(stagingPath)) && (await isOwnMount(device, "stage", stagingPath)))
+        await runner.run("umount", [stagingPath]);
+      crashPoint("unstage.unmounted");
       store.deleteNodePath(device.name, "stage", stagingPath);
       if (!store.isInUseOnNode(device.name)) await engineCall(() => engine.deactivate(device.name));
       return {};
@@ -174,6 +224,12 @@ export function createNodeService(
     async NodePublishVolume(request) {
       const id = requireField(request.volume_id, "volume_id");
       const targetPath = await checkPath(request.target_path, "target_path");
+      // STAGE_UNSTAGE_VOLUME is advertised: the spec's code for a missing staging path is FAILED_PRECONDITION.
+      if (!request.staging_target_path)
+        throw new CsiError(
+          status.FAILED_PRECONDITION,
+          "staging_target_path is required: stage the volume first",
+        );
       const stagingPath = await checkPath(request.staging_target_path, "staging_target_path");
       const cap = checkCapability(request.volume_capability);
       const flags = cap.access_type === "mount" ? mountFlags(cap) : [];
@@ -183,6 +239,13 @@ export function createNodeService(
         throw new CsiError(
           status.FAILED_PRECONDITION,
           `volume ${id} is not staged at ${stagingPath}; call NodeStageVolume first`,
+        );
+      // A filesystem staging published as a raw device, or a raw staging (an empty directory) bound as a
+      // filesystem, is not what the volume was staged for ("Exceeds capabilities").
+      if (staged.args.accessType !== cap.access_type)
+        throw new CsiError(
+          status.FAILED_PRECONDITION,
+          `volume ${id} is staged for ${String(staged.args.accessType)} access, not ${cap.access_type}`,
         );
       const readonly = request.readonly || cap.access_mode?.mode === "SINGLE_NODE_READER_ONLY";
       const args = { accessType: cap.access_type, readonly, flags, stagingPath };
@@ -201,6 +264,7 @@ export function createNodeService(
             `volume ${id} is SINGLE_NODE_SINGLE_WRITER and already published at ${others[0]?.path}`,
           );
       }
+      await checkFree(device, "publish", targetPath, cap.access_type === "block");
       if (!(await isMountPoint(targetPath))) {
         let source = stagingPath;
         if (cap.access_type === "block") {
@@ -212,7 +276,8 @@ export function createNodeService(
         }
         await runner.run("mount", ["--bind", source, targetPath]);
         if (readonly || flags.length) {
-          const remount = ["remount", "bind", ...(readonly ? ["ro"] : []), ...flags];
+          // "ro" last: mount(8) lets the last option win, and a flag "rw" must not undo a read-only publish.
+          const remount = ["remount", "bind", ...flags, ...(readonly ? ["ro"] : [])];
           await runner.run("mount", ["-o", remount.join(","), targetPath]);
         }
       }
@@ -223,12 +288,24 @@ export function createNodeService(
     async NodeUnpublishVolume(request) {
       const id = requireField(request.volume_id, "volume_id");
       const targetPath = await checkPath(request.target_path, "target_path");
-      while (await isMountPoint(targetPath)) await runner.run("umount", [targetPath]);
-      const info = await stat(targetPath).catch(() => undefined);
-      if (info?.isDirectory()) await rmdir(targetPath);
-      else if (info) await rm(targetPath);
       const parsed = parseId(id, "volume");
-      if (parsed) store.deleteNodePath(parsed.device, "publish", targetPath);
+      const found = parsed && isLocal(parsed, options.nodeId) ? engine.getDevice(parsed.device) : undefined;
+      const device = found?.kind === "volume" ? found : undefined;
+      // Only this volume's publish is undone (and its file or directory removed); whatever else is at
+      // the path (another volume's mount, a kubelet file) stays: this volume is not published there.
+      if (!device) return {};
+      const recorded = store.getNodePaths(device.name, "publish").some((p) => p.path === targetPath);
+      let ours = recorded;
+      while ((await isMountPoint(targetPath)) && (await isOwnMount(device, "publish", targetPath))) {
+        await runner.run("umount", [targetPath]);
+        ours = true;
+      }
+      if (ours && !(await isMountPoint(targetPath))) {
+        const info = await stat(targetPath).catch(() => undefined);
+        if (info?.isDirectory()) await rmdir(targetPath);
+        else if (info) await rm(targetPath);
+      }
+      store.deleteNodePath(device.name, "publish", targetPath);
       return {};
     },
 
@@ -266,25 +343,25 @@ export function createNodeService(
 
     async NodeExpandVolume(request) {
       const id = requireField(request.volume_id, "volume_id");
-      const volumePath = requireField(request.volume_path, "volume_path");
+      const volumePath = await checkPath(request.volume_path, "volume_path");
       const device = localVolume(id);
-      const required = Number(request.capacity_range?.required_bytes ?? 0);
-      const limit = Number(request.capacity_range?.limit_bytes ?? 0);
-      if (!Number.isSafeInteger(required) || required <= 0)
-        throw new CsiError(
-          status.INVALID_ARGUMENT,
-          "capacity_range.required_bytes must be a positive number of bytes",
-        );
-      const size = engine.roundSize(device.pool, required);
-      if (limit > 0 && size > limit)
+      // "NodeExpandVolume ONLY supports expansion of already node-published or node-staged volumes on the
+      // given volume_path": checked before anything grows. The hostile-input suite found the device grown
+      // for any path (outside the kubelet dir, another volume's) and resize2fs run on what was there.
+      const at = [...store.getNodePaths(device.name, "stage"), ...store.getNodePaths(device.name, "publish")];
+      if (!at.some((p) => p.path === volumePath))
+        throw new CsiError(status.NOT_FOUND, `volume ${id} is not staged or published at ${volumePath}`);
+      const { required, limit } = parseCapacityRange(
+        request.capacity_range,
+        maxSizeBytes(engine.blockBytes(device.pool)),
+      );
+      // capacity_range is OPTIONAL, and a volume already as large as asked "SHOULD reply 0 OK": the
+      // device keeps its size and the filesystem is grown to fill it (a retry after a failed fs grow).
+      const size = Math.max(engine.roundSize(device.pool, required ?? device.sizeBytes), device.sizeBytes);
+      if (limit !== undefined && size > limit)
         throw new CsiError(
           status.OUT_OF_RANGE,
-          `${required} bytes rounds up to ${size}, above limit_bytes ${limit}`,
-        );
-      if (size < device.sizeBytes)
-        throw new CsiError(
-          status.OUT_OF_RANGE,
-          `volume ${id} is ${device.sizeBytes} bytes; it cannot shrink to ${size}`,
+          `the volume would be ${size} bytes (${required ?? "no"} bytes asked, rounded to the pool block, never shrunk), above limit_bytes ${limit}`,
         );
       const grown = await engineCall(() => engine.resize(device.name, size));
       crashPoint("expand.device-grown");

@@ -2,7 +2,8 @@
  * The request pipeline around every RPC: typed async handlers in, grpc-js unary implementations out.
  *
  * Per call, in this order: log the start (debug, secrets redacted) -> refuse with UNAVAILABLE while
- * shutting down -> UNIMPLEMENTED when no handler was given -> ABORTED when an operation on the same
+ * shutting down -> UNIMPLEMENTED when no handler was given -> INVALID_ARGUMENT when a field breaks the
+ * CSI size limits (128-byte strings, 4 KiB maps) -> ABORTED when an operation on the same
  * volume/snapshot is in flight -> run the handler -> map its error to a status -> log code and duration.
  */
 import {
@@ -16,6 +17,7 @@ import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 
 import { CsiError, statusName } from "../csi/errors.js";
+import { FieldLimits } from "../csi/field-limits.js";
 import type { SecretRedactor } from "../csi/secrets.js";
 import type { MethodNames, RpcContext, ServiceHandlers } from "../csi/types.js";
 import { errorMessage } from "../util/errors.js";
@@ -73,6 +75,8 @@ export interface RpcPipelineOptions {
   readonly redactor: SecretRedactor;
   readonly locks: OperationLocks;
   readonly observer?: RpcObserver;
+  /** The CSI size limits every request is checked against; default: derived from csi.proto. */
+  readonly fieldLimits?: FieldLimits;
 }
 
 /** Per-method lock key functions, see operation-locks.ts. */
@@ -91,6 +95,7 @@ export class RpcPipeline {
   private readonly redactor: SecretRedactor;
   private readonly locks: OperationLocks;
   private readonly observer: RpcObserver | undefined;
+  private readonly fieldLimits: FieldLimits;
   private readonly inFlight = new Map<number, InFlightCall>();
   private readonly idleWaiters: Array<() => void> = [];
   private nextCallId = 1;
@@ -101,6 +106,7 @@ export class RpcPipeline {
     this.redactor = options.redactor;
     this.locks = options.locks;
     this.observer = options.observer;
+    this.fieldLimits = options.fieldLimits ?? new FieldLimits();
   }
 
   /**
@@ -199,6 +205,12 @@ export class RpcPipeline {
     }
     if (handler === undefined) {
       reply(status.UNIMPLEMENTED, `${method} is not implemented by this driver`);
+      return;
+    }
+    // Before the lock: an over-long id must not even take a lock or reach a handler.
+    const tooLong = this.fieldLimits.problem(methodDefinition.path, request);
+    if (tooLong !== undefined) {
+      reply(status.INVALID_ARGUMENT, tooLong);
       return;
     }
     let keys: LockKey[];

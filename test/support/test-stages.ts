@@ -96,7 +96,11 @@ export async function collectTests(relDir: string): Promise<CollectedTests> {
     else uncompiled.push(path.join(srcDir, `${s}.ts`));
   }
   for (const c of compiled) if (!sources.has(c)) orphaned.push(path.join(distDir, `${c}.js`));
-  return { files: files.sort(), uncompiled: uncompiled.sort(), orphaned: orphaned.sort() };
+  // THINPOOL_E2E_ONLY=full-pool,hostile runs only the files whose path contains one of the words (for
+  // development; CI leaves it unset and runs everything).
+  const only = (process.env.THINPOOL_E2E_ONLY ?? "").split(",").filter((w) => w !== "");
+  const selected = only.length === 0 ? files : files.filter((f) => only.some((w) => f.includes(w)));
+  return { files: selected.sort(), uncompiled: uncompiled.sort(), orphaned: orphaned.sort() };
 }
 
 /** Prints warnings and returns a crash reason when the build is incomplete, else null. */

@@ -5,17 +5,16 @@
  * unpublish, unstage, delete in both orders. Every call is repeated to prove idempotency.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { execa } from "execa";
 import { CsiClient } from "../../../src/csi/client.js";
-import { parseServeArgs } from "../../../src/server/config.js";
-import { startDriver, type RunningDriver } from "../../../src/server/driver.js";
-import { thinpoolDriverFactories, type EngineHost } from "../../../src/server/engine-wiring.js";
-import { createLogger } from "../../../src/server/logger.js";
-import { E2E_DATA_DEV, E2E_META_DEV, removeAllDmDevices, sh, zeroHead } from "../support/vm-env.js";
+import type { RunningDriver } from "../../../src/server/driver.js";
+import type { EngineHost } from "../../../src/server/engine-wiring.js";
+import { startTestDriver } from "../support/driver.js";
+import { E2E_META_DEV, removeAllDmDevices, sh, zeroHead } from "../support/vm-env.js";
 
 const MiB = 1024 * 1024;
 const engineDevice = (volumeId: string): string => `/dev/mapper/tpcsi-${volumeId.split("@")[0]}`;
@@ -36,7 +35,6 @@ describe("CSI lifecycle over the socket on a real pool", function () {
   this.timeout(300_000);
   const dir = mkdtempSync(join(tmpdir(), "csi-e2e-"));
   const kubelet = join(dir, "kubelet");
-  const socket = join(dir, "csi.sock");
   let driver: RunningDriver<EngineHost>;
   let csi: CsiClient;
   let volumeId = "";
@@ -50,31 +48,9 @@ describe("CSI lifecycle over the socket on a real pool", function () {
   before(async () => {
     await removeAllDmDevices();
     await zeroHead(E2E_META_DEV);
-    mkdirSync(kubelet, { recursive: true });
-    const { config } = parseServeArgs(
-      [
-        "--endpoint",
-        `unix://${socket}`,
-        "--node-id",
-        "node-a",
-        "--state-dir",
-        join(dir, "state"),
-        "--kubelet-dir",
-        kubelet,
-        "--pool",
-        `name=default,type=devices,data=${E2E_DATA_DEV},metadata=${E2E_META_DEV}`,
-        "--metrics-address",
-        "",
-      ],
-      { env: {} },
-    );
-    assert.ok(config);
-    driver = await startDriver(config, thinpoolDriverFactories, {
-      handleSignals: false,
-      logger: createLogger({ level: "silent" }),
-    });
-    await driver.started;
-    csi = new CsiClient(socket);
+    const started = await startTestDriver({ dir });
+    driver = started.driver;
+    csi = started.csi;
   });
 
   after(async () => {
@@ -104,8 +80,9 @@ describe("CSI lifecycle over the socket on a real pool", function () {
     assert.equal(again.volume?.volume_id, volumeId);
     assert.equal(first.volume?.capacity_bytes, String(64 * MiB));
     assert.deepEqual(first.volume?.accessible_topology?.[0]?.segments, { "thinpool.csi.dev/node": "node-a" });
+    // A larger size is incompatible (a smaller one is compatible: the 64 MiB volume satisfies it).
     await rejects(
-      csi.controller("CreateVolume", { ...request, capacity_range: { required_bytes: 32 * MiB } }),
+      csi.controller("CreateVolume", { ...request, capacity_range: { required_bytes: 128 * MiB } }),
       status.ALREADY_EXISTS,
     );
     await rejects(

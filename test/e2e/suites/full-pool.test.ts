@@ -33,13 +33,12 @@ import {
   linear,
   MiB,
   poolStatus,
-  startPoolDriver,
   stridedWrite,
   waitFor,
   writeRandom,
   zeroRange,
-  type PoolDriver,
 } from "../support/full-pool.js";
+import { startTestDriver, type TestDriver } from "../support/driver.js";
 import { E2E_DATA_DEV, E2E_META_DEV, env, removeAllDmDevices, sh } from "../support/vm-env.js";
 
 const blockCap = { access_mode: { mode: "SINGLE_NODE_WRITER" as const }, block: {} };
@@ -68,7 +67,7 @@ async function refusal(promise: Promise<unknown>, code: status, pattern: RegExp)
 }
 
 /** Volume helpers over one driver: create, stage (block or ext4), unstage, read the condition. */
-function volumes(d: PoolDriver) {
+function volumes(d: TestDriver) {
   const stagePath = (id: string) =>
     join(d.kubelet, "plugins/kubernetes.io/csi/thinpool.csi.dev", id.slice(0, 26), "globalmount");
   return {
@@ -116,7 +115,7 @@ async function dropCaches(): Promise<void> {
 describe("full pools: data and metadata space on the real kernel", function () {
   this.timeout(300_000);
   const linears: string[] = [];
-  let current: PoolDriver | undefined;
+  let current: TestDriver | undefined;
 
   before(async () => {
     await removeAllDmDevices();
@@ -151,7 +150,7 @@ describe("full pools: data and metadata space on the real kernel", function () {
   describe("data space (128 MiB pool, 64 KiB blocks, ratio 10, 10 % reserve)", () => {
     const POOL = "thinpool-csi-fpd";
     const dataExtent = { device: E2E_DATA_DEV, offsetBytes: 0, bytes: 128 * MiB };
-    let d: PoolDriver;
+    let d: TestDriver;
     let v: ReturnType<typeof volumes>;
     let keep = "";
     let raw = "";
@@ -164,7 +163,7 @@ describe("full pools: data and metadata space on the real kernel", function () {
       await zeroRange(E2E_META_DEV, 0, 64 * KiB);
       const data = await carve("fp-data", [dataExtent]);
       const meta = await carve("fp-meta", [{ device: E2E_META_DEV, offsetBytes: 0, bytes: 4 * MiB }]);
-      d = current = await startPoolDriver({ pool: "fpd", data, metadata: meta });
+      d = current = await startTestDriver({ pool: "fpd", data, metadata: meta });
       v = volumes(d);
     });
 
@@ -363,14 +362,16 @@ describe("full pools: data and metadata space on the real kernel", function () {
   });
 
   /**
-   * Snapshot `origin`, then write 4 KiB every MiB of it, breaking sharing with the snapshot in every leaf,
-   * with an fsync every `fsyncEvery` writes (each fsync ends a dm-thin metadata transaction).
+   * Snapshot `origin`, then write 4 KiB every MiB of its first `count` MiB, breaking sharing with the
+   * snapshot in every leaf they touch, with an fsync every `fsyncEvery` writes (each fsync ends a dm-thin
+   * metadata transaction).
    */
   async function snapshotRound(
-    d: PoolDriver,
+    d: TestDriver,
     origin: string,
     i: number,
     fsyncEvery: number,
+    count: number,
   ): Promise<{ snapshot?: string; refused?: string; write?: Awaited<ReturnType<typeof stridedWrite>> }> {
     let snapshot: string;
     try {
@@ -384,14 +385,14 @@ describe("full pools: data and metadata space on the real kernel", function () {
       if (e.code !== status.RESOURCE_EXHAUSTED) throw err;
       return { refused: e.details };
     }
-    const write = await stridedWrite(devOf(origin), { stride: MiB, count: 128, sync: "fsync", fsyncEvery });
+    const write = await stridedWrite(devOf(origin), { stride: MiB, count, sync: "fsync", fsyncEvery });
     return { snapshot, write };
   }
 
   describe("metadata space (512 KiB metadata, 512 MiB data)", () => {
     const POOL = "thinpool-csi-fpm";
     const metaExtent = { device: E2E_META_DEV, offsetBytes: 8 * MiB, bytes: 512 * KiB };
-    let d: PoolDriver;
+    let d: TestDriver;
     let v: ReturnType<typeof volumes>;
     let origin = "";
     let keep = "";
@@ -406,7 +407,7 @@ describe("full pools: data and metadata space on the real kernel", function () {
         { device: E2E_DATA_DEV, offsetBytes: 256 * MiB, bytes: 512 * MiB },
       ]);
       const meta = await carve("fp-mmeta", [metaExtent]);
-      d = current = await startPoolDriver({ pool: "fpm", data, metadata: meta });
+      d = current = await startTestDriver({ pool: "fpm", data, metadata: meta });
       v = volumes(d);
     });
 
@@ -423,7 +424,11 @@ describe("full pools: data and metadata space on the real kernel", function () {
       const usedPerRound: number[] = [];
       let refused = "";
       for (let i = 1; i <= 40 && !refused; i++) {
-        const round = await snapshotRound(d, origin, i, 16);
+        // Half the origin per round: one round then costs about 6 metadata blocks, well under the 12.8-block
+        // reserve, so the floor is what stops the rounds. (Writing all 128 MiB cost about 12 blocks a round,
+        // as much as the reserve: a round could start above the floor and still exhaust the pool, which is
+        // what the next test does on purpose.)
+        const round = await snapshotRound(d, origin, i, 16, 64);
         if (round.refused) refused = round.refused;
         else {
           assert.equal(round.write?.error, undefined, `round ${i} writes succeed`);
@@ -497,7 +502,7 @@ describe("full pools: data and metadata space on the real kernel", function () {
 
     it("a driver restarted while the pool is read-only starts, answers, and unstages and restages", async () => {
       await d.stop();
-      d = current = await startPoolDriver({
+      d = current = await startTestDriver({
         pool: "fpm",
         data: "/dev/mapper/fp-mdata",
         metadata: "/dev/mapper/fp-mmeta",
@@ -552,7 +557,7 @@ describe("full pools: data and metadata space on the real kernel", function () {
     const POOL = "thinpool-csi-fpb";
     const metaExtent = { device: E2E_META_DEV, offsetBytes: 24 * MiB, bytes: 384 * KiB };
     const grownMeta = [metaExtent, { device: E2E_META_DEV, offsetBytes: 32 * MiB, bytes: 512 * KiB }];
-    let d: PoolDriver;
+    let d: TestDriver;
     let v: ReturnType<typeof volumes>;
     let origin = "";
     let keep = "";
@@ -565,7 +570,7 @@ describe("full pools: data and metadata space on the real kernel", function () {
       await zeroRange(E2E_META_DEV, metaExtent.offsetBytes, 64 * KiB);
       data = await carve("fp-bdata", [{ device: E2E_DATA_DEV, offsetBytes: 768 * MiB, bytes: 512 * MiB }]);
       meta = await carve("fp-bmeta", [metaExtent]);
-      d = current = await startPoolDriver({
+      d = current = await startTestDriver({
         pool: "fpb",
         data,
         metadata: meta,
@@ -583,7 +588,7 @@ describe("full pools: data and metadata space on the real kernel", function () {
       keepSum = await writeRandom(await v.stage(keep), 8 * MiB);
       let failure: Awaited<ReturnType<typeof stridedWrite>> | undefined;
       for (let i = 1; i <= 30 && !failure; i++) {
-        const round = await snapshotRound(d, origin, i, 128);
+        const round = await snapshotRound(d, origin, i, 128, 128);
         assert.equal(round.refused, undefined, `round ${i}: the 1 % floor does not stop it`);
         snapshots.push(round.snapshot as string);
         if (round.write?.error) failure = round.write;
@@ -626,7 +631,7 @@ describe("full pools: data and metadata space on the real kernel", function () {
     it("offline repair: stop, remove the pool, thin_check, clear needs_check, start: pool rw with the grown metadata", async () => {
       // A driver restarted now still starts (not ready, saying why) and can unstage for kubelet.
       await d.stop();
-      d = current = await startPoolDriver({ pool: "fpb", data, metadata: meta, restartOf: d });
+      d = current = await startTestDriver({ pool: "fpb", data, metadata: meta, restartOf: d });
       v = volumes(d);
       assert.ok(d.driver.engine.engine, "the engine started on the read-only pool");
       assert.equal(await v.ready(), false);
@@ -650,7 +655,7 @@ describe("full pools: data and metadata space on the real kernel", function () {
       assert.deepEqual(ids, known, "the committed metadata holds exactly the devices the store knows");
       await sh("thin_check", ["--clear-needs-check-flag", meta]);
 
-      d = current = await startPoolDriver({ pool: "fpb", data, metadata: meta, restartOf: d });
+      d = current = await startTestDriver({ pool: "fpb", data, metadata: meta, restartOf: d });
       v = volumes(d);
       const st = await poolStatus(POOL);
       assert.equal(st.mode, "rw");

@@ -19,7 +19,8 @@ import { parsePoolStatus, parseThinStatus, METADATA_BLOCK_BYTES } from "../../..
 import { FakeKubeApi } from "../../support/fake-kube-api.js";
 import { parseExposition, sampleValue, type Sample } from "../../support/prometheus-text.js";
 import { repoRoot } from "../../support/repo.js";
-import { MiB, startPoolDriver, waitFor, writeRandom, type PoolDriver } from "../support/full-pool.js";
+import { startTestDriver, type TestDriver } from "../support/driver.js";
+import { MiB, waitFor, writeRandom } from "../support/full-pool.js";
 import { E2E_DATA_DEV, E2E_META_DEV, removeAllDmDevices, sh, zeroHead } from "../support/vm-env.js";
 
 const POOL = "ops";
@@ -52,15 +53,15 @@ describe("operations: metrics, pool pressure, status command on a real pool", fu
     { level: "info" },
     { write: (line: string) => logs.push(JSON.parse(line) as Record<string, unknown>) },
   );
-  let d: PoolDriver;
+  let d: TestDriver;
   let volume = "";
   let idle = "";
   let snapshot = "";
   const stagePath = (id: string) =>
     join(d.kubelet, "plugins/kubernetes.io/csi/thinpool.csi.dev", id.slice(0, 26), "globalmount");
 
-  const start = async (restartOf?: PoolDriver) =>
-    startPoolDriver({
+  const start = async (restartOf?: TestDriver) =>
+    startTestDriver({
       pool: POOL,
       data: E2E_DATA_DEV,
       metadata: E2E_META_DEV,

@@ -4,16 +4,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { mkdirSync, mkdtempSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Logger } from "pino";
-import { CsiClient } from "../../../src/csi/client.js";
-import { parseServeArgs } from "../../../src/server/config.js";
-import { startDriver, type RunningDriver } from "../../../src/server/driver.js";
-import { thinpoolDriverFactories, type EngineHost } from "../../../src/server/engine-wiring.js";
-import { createLogger } from "../../../src/server/logger.js";
 import { parsePoolStatus, type PoolStatus } from "../../../src/thinpool/status.js";
 import { sh } from "./vm-env.js";
 
@@ -165,67 +158,4 @@ export async function waitFor<T>(
     if (Date.now() > end) assert.fail(`gave up waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 250));
   }
-}
-
-export interface PoolDriver {
-  dir: string;
-  driver: RunningDriver<EngineHost>;
-  csi: CsiClient;
-  kubelet: string;
-  stateDir: string;
-  stop(): Promise<void>;
-}
-
-/** Starts the real driver in this process on a `devices` pool, as csi-lifecycle.test.ts does. */
-export async function startPoolDriver(options: {
-  pool: string;
-  data: string;
-  metadata: string;
-  /** A stopped driver whose state and kubelet directories this one takes over (a restart). */
-  restartOf?: PoolDriver;
-  extraArgs?: string[];
-  /** Default: silent. */
-  logger?: Logger;
-}): Promise<PoolDriver> {
-  const dir = options.restartOf?.dir ?? mkdtempSync(join(tmpdir(), `full-pool-${options.pool}-`));
-  const stateDir = join(dir, "state");
-  const kubelet = join(dir, "kubelet");
-  mkdirSync(kubelet, { recursive: true });
-  const socket = join(dir, "csi.sock");
-  const { config } = parseServeArgs(
-    [
-      "--endpoint",
-      `unix://${socket}`,
-      "--node-id",
-      "node-a",
-      "--state-dir",
-      stateDir,
-      "--kubelet-dir",
-      kubelet,
-      "--pool",
-      `name=${options.pool},type=devices,data=${options.data},metadata=${options.metadata}`,
-      "--metrics-address",
-      "",
-      ...(options.extraArgs ?? []),
-    ],
-    { env: {} },
-  );
-  assert.ok(config, "driver configuration is valid");
-  const driver = await startDriver(config, thinpoolDriverFactories, {
-    handleSignals: false,
-    logger: options.logger ?? createLogger({ level: "silent" }),
-  });
-  await driver.started;
-  const csi = new CsiClient(socket);
-  return {
-    dir,
-    driver,
-    csi,
-    kubelet,
-    stateDir,
-    async stop() {
-      csi.close();
-      await driver.server.shutdown();
-    },
-  };
 }

@@ -568,18 +568,28 @@ describe("CSI Controller and Node services over the socket (fake kernel)", funct
       );
     });
 
-    it("NodeExpandVolume: shrink and limits are OUT_OF_RANGE, past the pool RESOURCE_EXHAUSTED", async () => {
+    it("NodeExpandVolume: limits are OUT_OF_RANGE, past the pool RESOURCE_EXHAUSTED, only where it is staged", async () => {
       const vol = (await createVolume("pvc-a", 8 * MiB)).volume?.volume_id ?? "";
       const path = join(kubelet, "x");
       await rejects(
         csi.node("NodeExpandVolume", {
           volume_id: vol,
           volume_path: path,
-          capacity_range: { required_bytes: 4 * MiB },
+          capacity_range: { required_bytes: 16 * MiB },
         }),
-        status.OUT_OF_RANGE,
-        /cannot shrink/,
+        status.NOT_FOUND,
+        /not staged or published/,
       );
+      store.putNodePath(vol.split("@")[0] as string, "stage", path, {});
+      // Already as large as asked (or no size given): OK, the device keeps its size.
+      for (const capacity_range of [{ required_bytes: 4 * MiB }, null]) {
+        const same = await csi.node("NodeExpandVolume", {
+          volume_id: vol,
+          volume_path: path,
+          capacity_range,
+        });
+        assert.equal(same.capacity_bytes, String(8 * MiB));
+      }
       await rejects(
         csi.node("NodeExpandVolume", {
           volume_id: vol,
@@ -597,7 +607,11 @@ describe("CSI Controller and Node services over the socket (fake kernel)", funct
         status.RESOURCE_EXHAUSTED,
       );
       await rejects(
-        csi.node("NodeExpandVolume", { volume_id: vol, volume_path: path }),
+        csi.node("NodeExpandVolume", {
+          volume_id: vol,
+          volume_path: path,
+          capacity_range: { required_bytes: -1 },
+        }),
         status.INVALID_ARGUMENT,
       );
       assert.equal(
