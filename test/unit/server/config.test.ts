@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 
-import { ConfigError, parseServeArgs, serveUsage, type DriverConfig } from "../../../src/server/config.js";
+import { readFileSync } from "node:fs";
+
+import {
+  ConfigError,
+  parseServeArgs,
+  SERVE_FLAGS,
+  serveUsage,
+  type DriverConfig,
+} from "../../../src/server/config.js";
+import { repoPath } from "../../support/repo.js";
 
 const POOL = "--pool=name=default,type=existing,device=vg0-pool0-tpool";
 
@@ -404,6 +413,30 @@ nodes:
         /^config file '\/broken.yaml' is not valid YAML: /,
       );
     });
+  });
+
+  it("documents every flag, with its environment variable and default, in docs/CONFIGURATION.md", () => {
+    const doc = readFileSync(repoPath("docs", "CONFIGURATION.md"), "utf8");
+    const rows = new Map(
+      [...doc.matchAll(/^\|\s*`--([a-z0-9-]+)`\s*\|([^|]*)\|([^|]*)\|/gm)].map((m) => [
+        m[1] as string,
+        { env: (m[2] ?? "").trim(), defaultText: (m[3] ?? "").trim() },
+      ]),
+    );
+    for (const [flag, spec] of Object.entries(SERVE_FLAGS) as Array<
+      [string, { env?: string; default?: string }]
+    >) {
+      const row = rows.get(flag);
+      assert.ok(row, `--${flag} is in the flag table`);
+      assert.equal(
+        row.env,
+        spec.env === undefined ? "" : `\`${spec.env}\``,
+        `--${flag} environment variable`,
+      );
+      if (spec.default !== undefined && spec.default !== "") {
+        assert.ok(row.defaultText.startsWith(`\`${spec.default}\``), `--${flag} default ${spec.default}`);
+      }
+    }
   });
 
   it("returns help without validating anything", () => {
