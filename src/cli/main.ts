@@ -4,9 +4,6 @@
  */
 
 import { ConfigError, parseServeArgs, serveUsage } from "../server/config.js";
-import { startDriver, type DriverFactories } from "../server/driver.js";
-import { thinpoolDriverFactories, type EngineHost } from "../server/engine-wiring.js";
-import { SocketInUseError } from "../server/server.js";
 import { isEntryPoint } from "../util/entry-point.js";
 import { errorMessage } from "../util/errors.js";
 import { runStatus } from "./status.js";
@@ -28,9 +25,6 @@ export interface CliIo {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
 }
-
-/** The thin-pool engine and the Controller/Node services (src/server/engine-wiring.ts). */
-export const driverFactories: DriverFactories<EngineHost> = thinpoolDriverFactories;
 
 /**
  * Runs a command. Returns the exit code, or "serving" when the server was started (the process then
@@ -56,7 +50,11 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
         io.stdout(`${serveUsage()}\n`);
         return 0;
       }
-      await startDriver(parsed.config, driverFactories);
+      // Loaded here, not at the top: `status` (run often, with kubectl exec) then starts without loading gRPC,
+      // SQLite and the engine.
+      const { startDriver } = await import("../server/driver.js");
+      const { thinpoolDriverFactories } = await import("../server/engine-wiring.js");
+      await startDriver(parsed.config, thinpoolDriverFactories);
       return "serving";
     }
     case "status":
@@ -92,7 +90,7 @@ if (isEntryPoint(import.meta.url)) {
     (error: unknown) => {
       process.stderr.write(`thinpool-csi: ${errorMessage(error)}\n`);
       // An expected refusal needs no stack; anything else does, to be fixed.
-      if (!(error instanceof SocketInUseError) && error instanceof Error && error.stack !== undefined) {
+      if (error instanceof Error && error.name !== "SocketInUseError" && error.stack !== undefined) {
         process.stderr.write(`${error.stack}\n`);
       }
       process.exitCode = 1;

@@ -78,6 +78,8 @@ describe("operations: metrics, pool pressure, status command on a real pool", fu
     });
 
   before(async () => {
+    // The suite VM boots with the loopback interface down; the metrics endpoint and the fake API need it.
+    await sh("ip", ["link", "set", "lo", "up"]);
     await removeAllDmDevices();
     await zeroHead(E2E_META_DEV);
     await api.start();
