@@ -15,6 +15,7 @@ import { pino } from "pino";
 
 import type { NodeStatusReport } from "../../../src/server/node-status.js";
 import { StateStore } from "../../../src/state/store.js";
+import { RECONCILE_RESULTS } from "../../../src/thinpool/context.js";
 import { parsePoolStatus, parseThinStatus, METADATA_BLOCK_BYTES } from "../../../src/thinpool/status.js";
 import { FakeKubeApi } from "../../support/fake-kube-api.js";
 import { parseExposition, sampleValue, type Sample } from "../../support/prometheus-text.js";
@@ -320,16 +321,7 @@ describe("operations: metrics, pool pressure, status command on a real pool", fu
     assert.equal(report.faulty, 1);
 
     const samples = await scrape();
-    for (const result of [
-      "checked",
-      "reactivated",
-      "resumed",
-      "rolledForward",
-      "rolledBack",
-      "deactivated",
-      "quarantined",
-      "faulty",
-    ]) {
+    for (const result of RECONCILE_RESULTS) {
       assert.equal(
         sampleValue(samples, "thinpool_csi_reconcile_devices", { result }),
         report[result],

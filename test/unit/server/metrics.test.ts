@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 
 import { DriverMetrics } from "../../../src/server/metrics.js";
 import type { PoolView } from "../../../src/server/pool-monitor.js";
 import { parseExposition, sampleValue } from "../../support/prometheus-text.js";
+import { repoPath } from "../../support/repo.js";
 
 const THRESHOLDS = {
   data: { warningPercent: 80, criticalPercent: 90 },
@@ -149,6 +151,20 @@ describe("DriverMetrics", () => {
     assert.equal(sampleValue(samples, "thinpool_csi_reconcile_devices", { result: "faulty" }), 1);
     assert.equal(sampleValue(samples, "thinpool_csi_reconcile_duration_seconds"), 0.25);
     assert.ok((sampleValue(samples, "thinpool_csi_reconcile_timestamp_seconds") ?? 0) > 1.7e9);
+  });
+
+  it("lists every metric it defines in the README's Monitoring table, and no other", () => {
+    const readme = readFileSync(repoPath("README.md"), "utf8");
+    const documented = new Set(
+      [...readme.matchAll(/^\| `(thinpool_csi_[a-z_]+)(?:\{[a-z,]*\})?`/gm)].map((m) => m[1] as string),
+    );
+    const defined = new Set(
+      new DriverMetrics({ node: "n" }).registry
+        .getMetricsAsArray()
+        .map((metric) => metric.name)
+        .filter((name) => !/^thinpool_csi_(process|nodejs)_/.test(name)),
+    );
+    assert.deepEqual([...documented].sort(), [...defined].sort());
   });
 
   it("keeps two drivers' registries apart", async () => {
