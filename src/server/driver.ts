@@ -1,9 +1,10 @@
 /**
- * Wiring of one driver process: logger, engine, services, server, shutdown. The engine and the
+ * Wiring of one driver process: logger, metrics, engine, services, server, shutdown. The engine and the
  * Controller/Node services come in through {@link DriverFactories}; this file knows nothing about thin
  * pools, so it can be written (and tested) before them.
  *
- * Order at start: create the engine (open the store) -> build the handlers -> listen (Probe answers
+ * Order at start: create the engine (open the store) -> serve the metrics (--metrics-address) and the
+ * admin socket (GET /status, in the state directory) -> build the handlers -> listen (Probe answers
  * "not ready") -> engine.start() in the background (start-up reconciliation), after which the engine's
  * readiness turns Probe to ready. Listening before reconciliation lets kubelet and the sidecars connect
  * and wait on Probe instead of failing to dial.
