@@ -72,6 +72,20 @@ function configFor(dir: string): DriverConfig {
   return parsed.config;
 }
 
+/** A driver on the fake engine only (no Controller/Node handlers), and CSI clients of its socket. */
+async function startOnEngine(
+  config: DriverConfig,
+  engine: FakeEngine,
+  log: ReturnType<typeof captureLogger>,
+) {
+  const driver = await startDriver(
+    config,
+    { createEngine: () => engine },
+    { logger: log.logger, handleSignals: false },
+  );
+  return { driver, clients: csiClients(config.socketPath) };
+}
+
 describe("startDriver", () => {
   it("serves Identity at once, turns ready after engine.start(), wires the handlers, closes the engine at shutdown", async () => {
     const { dir, cleanup } = makeTempDir();
@@ -119,12 +133,7 @@ describe("startDriver", () => {
     const engine = new FakeEngine();
     const log = captureLogger("info");
     const config: DriverConfig = { ...configFor(dir), metricsAddress: { host: "127.0.0.1", port: 0 } };
-    const driver = await startDriver(
-      config,
-      { createEngine: () => engine },
-      { logger: log.logger, handleSignals: false },
-    );
-    const clients = csiClients(config.socketPath);
+    const { driver, clients } = await startOnEngine(config, engine, log);
     try {
       assert.equal(driver.adminSocket, path.join(dir, "admin.sock"));
       assert.equal(statSync(path.join(dir, "admin.sock")).mode & 0o777, 0o600, "root only");
@@ -187,12 +196,7 @@ describe("startDriver", () => {
     engine.startError = new Error("thin-pool device 'dm-p' does not exist");
     const log = captureLogger("info");
     const config = configFor(dir);
-    const driver = await startDriver(
-      config,
-      { createEngine: () => engine },
-      { logger: log.logger, handleSignals: false },
-    );
-    const clients = csiClients(config.socketPath);
+    const { driver, clients } = await startOnEngine(config, engine, log);
     try {
       engine.startGate.resolve();
       await driver.started;
