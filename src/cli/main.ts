@@ -1,15 +1,12 @@
 #!/usr/bin/env node
 /**
- * thinpool-csi: `serve` runs the CSI server; `status` (to come with the state store) reports on it.
+ * thinpool-csi: `serve` runs the CSI server; `status` asks the running server for this node's status.
  */
-import { realpathSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 
 import { ConfigError, parseServeArgs, serveUsage } from "../server/config.js";
-import { startDriver, type DriverFactories } from "../server/driver.js";
-import { thinpoolDriverFactories, type EngineHost } from "../server/engine-wiring.js";
-import { SocketInUseError } from "../server/server.js";
+import { isEntryPoint } from "../util/entry-point.js";
 import { errorMessage } from "../util/errors.js";
+import { runStatus } from "./status.js";
 import { readPackageVersion } from "../util/package-info.js";
 
 /** Exit code for bad usage or configuration, as sysexits' EX_USAGE. */
@@ -19,7 +16,7 @@ const USAGE = `Usage: thinpool-csi <command> [flags]
 
 Commands:
   serve     run the CSI server (Identity, Controller, Node) on a unix socket
-  status    report this node's pools and volumes (not available yet)
+  status    this node's pools, volumes, snapshots and faulty devices (asks the running driver)
 
 thinpool-csi serve --help lists the flags.`;
 
@@ -28,9 +25,6 @@ export interface CliIo {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
 }
-
-/** The thin-pool engine and the Controller/Node services (src/server/engine-wiring.ts). */
-export const driverFactories: DriverFactories<EngineHost> = thinpoolDriverFactories;
 
 /**
  * Runs a command. Returns the exit code, or "serving" when the server was started (the process then
@@ -56,12 +50,15 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
         io.stdout(`${serveUsage()}\n`);
         return 0;
       }
-      await startDriver(parsed.config, driverFactories);
+      // Loaded here, not at the top: `status` (run often, with kubectl exec) then starts without loading gRPC,
+      // SQLite and the engine.
+      const { startDriver } = await import("../server/driver.js");
+      const { thinpoolDriverFactories } = await import("../server/engine-wiring.js");
+      await startDriver(parsed.config, thinpoolDriverFactories);
       return "serving";
     }
     case "status":
-      io.stderr("thinpool-csi status: not available yet (it needs the state store)\n");
-      return 1;
+      return runStatus(rest, io);
     case "--version":
     case "version":
       io.stdout(`${readPackageVersion()}\n`);
@@ -78,20 +75,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
   }
 }
 
-function isEntryPoint(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) {
-    return false;
-  }
-  try {
-    // npm's bin link is a symlink to this file.
-    return realpathSync(script) === fileURLToPath(import.meta.url);
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
   const io: CliIo = {
     env: process.env,
     stdout: (text) => process.stdout.write(text),
@@ -106,7 +90,7 @@ if (isEntryPoint()) {
     (error: unknown) => {
       process.stderr.write(`thinpool-csi: ${errorMessage(error)}\n`);
       // An expected refusal needs no stack; anything else does, to be fixed.
-      if (!(error instanceof SocketInUseError) && error instanceof Error && error.stack !== undefined) {
+      if (error instanceof Error && error.name !== "SocketInUseError" && error.stack !== undefined) {
         process.stderr.write(`${error.stack}\n`);
       }
       process.exitCode = 1;

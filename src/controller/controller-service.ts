@@ -37,6 +37,11 @@ const VOLUME_PARAMETERS = new Set(["pool", "mkfsOptions"]);
 const SIDECAR_PREFIX = "csi.storage.k8s.io/";
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
 
+/** The --extra-create-metadata keys of a request (PVC, VolumeSnapshot and content names), kept for `status`. */
+function sidecarMetadata(parameters: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(parameters).filter(([k]) => k.startsWith(SIDECAR_PREFIX)));
+}
+
 /** Attributes the controller keeps on each device (opaque to the engine). */
 export interface VolumeAttributes {
   fingerprint?: string;
@@ -226,9 +231,7 @@ export function createControllerService(
           `${requested} bytes rounded up to the pool block is ${sizeBytes} bytes, above limit_bytes ${limit}`,
         );
       }
-      const metadata = Object.fromEntries(
-        Object.entries(parameters).filter(([k]) => k.startsWith(SIDECAR_PREFIX)),
-      );
+      const metadata = sidecarMetadata(parameters);
       const attributes: VolumeAttributes = {
         fingerprint,
         ...(fsType ? { fsType } : {}),
@@ -346,7 +349,8 @@ export function createControllerService(
     async CreateSnapshot(request) {
       const name = requireName(request.name, "name");
       const sourceId = requireField(request.source_volume_id, "source_volume_id");
-      const unknown = Object.keys(request.parameters ?? {}).filter((k) => !k.startsWith(SIDECAR_PREFIX));
+      const parameters = request.parameters ?? {};
+      const unknown = Object.keys(parameters).filter((k) => !k.startsWith(SIDECAR_PREFIX));
       if (unknown.length)
         throw new CsiError(
           status.INVALID_ARGUMENT,
@@ -363,6 +367,7 @@ export function createControllerService(
         return { snapshot: snapshotMessage(existing) };
       }
       const source = resolve(sourceId, "volume", "source volume");
+      const metadata = sidecarMetadata(parameters);
       const snapshot = await engineCall(() =>
         engine.createSnapshot({
           name: deviceNameFor("snapshot", name),
@@ -373,6 +378,7 @@ export function createControllerService(
             sourceVolumeId: sourceId,
             fsType: (source.attributes as VolumeAttributes).fsType,
             growFilesystem: (source.attributes as VolumeAttributes).growFilesystem,
+            ...(Object.keys(metadata).length ? { metadata } : {}),
           },
         }),
       );

@@ -319,7 +319,7 @@ export function createNodeService(
       ].some((p) => p.path === volumePath);
       if (!known)
         throw new CsiError(status.NOT_FOUND, `volume ${id} is not staged or published at ${volumePath}`);
-      const condition = await engine.deviceCondition(device.name);
+      const condition = await engine.deviceCondition(device.name, { shouldBeActive: true });
       const mounts = await mountsAt(volumePath);
       if (mounts.length === 0) {
         return {

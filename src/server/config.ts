@@ -56,6 +56,17 @@ export interface MetricsAddress {
   readonly port: number;
 }
 
+/** Percent of a pool's space in use at which the driver warns (log, Node Event, metric level). */
+export interface PressureThresholds {
+  readonly warningPercent: number;
+  readonly criticalPercent: number;
+}
+
+export interface PoolPressureConfig {
+  readonly data: PressureThresholds;
+  readonly metadata: PressureThresholds;
+}
+
 export interface DriverConfig {
   /** The endpoint as given, e.g. "unix:///csi/csi.sock". */
   readonly endpoint: string;
@@ -74,6 +85,7 @@ export interface DriverConfig {
   readonly overProvisioningRatio: number;
   readonly reservedDataPercent: number;
   readonly reservedMetadataPercent: number;
+  readonly poolPressure: PoolPressureConfig;
   readonly defaultFsType: FsType;
   readonly kubeletDir: string;
   /** 0: no limit. */
@@ -121,6 +133,13 @@ export const SERVE_FLAGS = {
   "over-provisioning-ratio": { default: "10", help: "max sum of virtual sizes / pool data size" },
   "reserved-data-percent": { default: "10", help: "data space kept free; creates refused below it" },
   "reserved-metadata-percent": { default: "10", help: "metadata space kept free" },
+  "pool-data-warning-percent": {
+    default: "80",
+    help: "pool data use that raises a warning (log, Node Event)",
+  },
+  "pool-data-critical-percent": { default: "90", help: "pool data use that is critical" },
+  "pool-metadata-warning-percent": { default: "80", help: "pool metadata use that raises a warning" },
+  "pool-metadata-critical-percent": { default: "90", help: "pool metadata use that is critical" },
   "default-fs-type": { default: "ext4", help: "fs type when the request names none (ext4, xfs)" },
   "kubelet-dir": {
     env: "KUBELET_DIR",
@@ -221,6 +240,20 @@ export function parseServeArgs(argv: readonly string[], sources: ConfigSources =
     const spec: FlagSpec = SERVE_FLAGS[flag];
     return setting(flag) ?? fallback ?? { value: spec.default ?? "", label: `--${flag}` };
   };
+  /** A warning/critical pair: each a percent in (0, 100], the warning below the critical level. */
+  const readThresholds = (warningFlag: ServeFlag, criticalFlag: ServeFlag): PressureThresholds => {
+    const before = problems.list.length;
+    const warning = withDefault(warningFlag);
+    const critical = withDefault(criticalFlag);
+    const warningPercent = readNumber(warning, PRESSURE_PERCENT_RULE, problems);
+    const criticalPercent = readNumber(critical, PRESSURE_PERCENT_RULE, problems);
+    if (problems.list.length === before && warningPercent >= criticalPercent) {
+      problems.add(
+        `${warning.label} (${warningPercent}) must be below ${critical.label} (${criticalPercent}): the warning comes before the critical level`,
+      );
+    }
+    return { warningPercent, criticalPercent };
+  };
 
   // Endpoint and socket.
   const endpointSetting = withDefault("endpoint");
@@ -276,6 +309,11 @@ export function parseServeArgs(argv: readonly string[], sources: ConfigSources =
     problems,
   );
 
+  const poolPressure: PoolPressureConfig = {
+    data: readThresholds("pool-data-warning-percent", "pool-data-critical-percent"),
+    metadata: readThresholds("pool-metadata-warning-percent", "pool-metadata-critical-percent"),
+  };
+
   const defaultFsType = readChoice(withDefault("default-fs-type"), FS_TYPES, problems);
   const maxVolumesPerNode = readNumber(
     withDefault("max-volumes-per-node"),
@@ -324,6 +362,7 @@ export function parseServeArgs(argv: readonly string[], sources: ConfigSources =
       overProvisioningRatio,
       reservedDataPercent,
       reservedMetadataPercent,
+      poolPressure,
       defaultFsType,
       kubeletDir,
       maxVolumesPerNode,
@@ -361,8 +400,12 @@ const NUMBER_TEXT = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$/;
 
 interface NumberRule {
   readonly min: number;
+  /** Exclusive lower bound (instead of min). */
+  readonly aboveMin?: boolean;
   /** Exclusive upper bound. */
   readonly belowMax?: number;
+  /** Inclusive upper bound. */
+  readonly max?: number;
   readonly integer?: boolean;
 }
 
@@ -375,11 +418,20 @@ function readNumber(setting: Sourced, rule: NumberRule, problems: Problems): num
     parsed = Number(value.trim());
   }
   const kind = rule.integer === true ? "an integer" : "a number";
-  const range = rule.belowMax === undefined ? `>= ${rule.min}` : `>= ${rule.min} and < ${rule.belowMax}`;
+  const lower = rule.aboveMin === true ? `> ${rule.min}` : `>= ${rule.min}`;
+  const upper =
+    rule.belowMax !== undefined
+      ? ` and < ${rule.belowMax}`
+      : rule.max !== undefined
+        ? ` and <= ${rule.max}`
+        : "";
+  const range = `${lower}${upper}`;
   if (
     !Number.isFinite(parsed) ||
     parsed < rule.min ||
+    (rule.aboveMin === true && parsed === rule.min) ||
     (rule.belowMax !== undefined && parsed >= rule.belowMax) ||
+    (rule.max !== undefined && parsed > rule.max) ||
     (rule.integer === true && !Number.isInteger(parsed))
   ) {
     problems.add(`${label} must be ${kind} ${range}, got ${display(value)}`);
@@ -718,6 +770,7 @@ type NumericFileKey = (typeof NUMERIC_FILE_KEYS)[number];
 
 const RATIO_RULE: NumberRule = { min: 1 };
 const PERCENT_RULE: NumberRule = { min: 0, belowMax: 100 };
+const PRESSURE_PERCENT_RULE: NumberRule = { min: 0, aboveMin: true, max: 100 };
 const NUMERIC_FILE_RULES: Readonly<Record<NumericFileKey, NumberRule>> = {
   overProvisioningRatio: RATIO_RULE,
   reservedDataPercent: PERCENT_RULE,

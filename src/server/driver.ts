@@ -1,9 +1,10 @@
 /**
- * Wiring of one driver process: logger, engine, services, server, shutdown. The engine and the
+ * Wiring of one driver process: logger, metrics, engine, services, server, shutdown. The engine and the
  * Controller/Node services come in through {@link DriverFactories}; this file knows nothing about thin
  * pools, so it can be written (and tested) before them.
  *
- * Order at start: create the engine (open the store) -> build the handlers -> listen (Probe answers
+ * Order at start: create the engine (open the store) -> serve the metrics (--metrics-address) and the
+ * admin socket (GET /status, in the state directory) -> build the handlers -> listen (Probe answers
  * "not ready") -> engine.start() in the background (start-up reconciliation), after which the engine's
  * readiness turns Probe to ready. Listening before reconciliation lets kubelet and the sidecars connect
  * and wait on Probe instead of failing to dial.
@@ -19,6 +20,9 @@ import {
 import { errorMessage } from "../util/errors.js";
 import { readPackageVersion } from "../util/package-info.js";
 import type { DriverConfig } from "./config.js";
+import { serveHttp, type HttpEndpoint } from "./http-endpoint.js";
+import { DriverMetrics } from "./metrics.js";
+import { adminSocketPath } from "./node-status.js";
 import { createLogger } from "./logger.js";
 import { CsiServer } from "./server.js";
 
@@ -32,6 +36,11 @@ export interface DriverEngine extends ReadinessProvider {
   start?(): Promise<void>;
   /** Called once at shutdown, after in-flight calls ended or the shutdown timeout passed. */
   close(context: { timedOut: boolean }): void | Promise<void>;
+  /**
+   * What `thinpool-csi status` shows, served as JSON on the admin socket in the state directory.
+   * `readiness` is Probe's current answer.
+   */
+  status?(readiness: Readiness): Promise<object>;
 }
 
 export interface DriverContext {
@@ -39,6 +48,8 @@ export interface DriverContext {
   readonly logger: Logger;
   /** The package version, reported as vendor_version. */
   readonly version: string;
+  /** The process's Prometheus metrics (served on --metrics-address). */
+  readonly metrics: DriverMetrics;
 }
 
 export interface DriverFactories<Engine extends DriverEngine> {
@@ -64,6 +75,10 @@ export interface RunningDriver<Engine extends DriverEngine = DriverEngine> {
   readonly logger: Logger;
   /** Resolves when start-up work (engine.start) has ended, successfully or not. */
   readonly started: Promise<void>;
+  /** The metrics endpoint ("host:port"), when metrics are enabled. */
+  readonly metricsAddress: string | undefined;
+  /** The admin socket serving GET /status, when the engine reports a status. */
+  readonly adminSocket: string | undefined;
 }
 
 export async function startDriver<Engine extends DriverEngine>(
@@ -73,7 +88,8 @@ export async function startDriver<Engine extends DriverEngine>(
 ): Promise<RunningDriver<Engine>> {
   const logger = options.logger ?? createLogger({ level: config.logLevel, base: { node: config.nodeId } });
   const version = readPackageVersion();
-  const context: DriverContext = { config, logger, version };
+  const metrics = new DriverMetrics({ node: config.nodeId });
+  const context: DriverContext = { config, logger, version, metrics };
   logger.info(
     {
       version,
@@ -94,8 +110,34 @@ export async function startDriver<Engine extends DriverEngine>(
         : { ready: false, reason: `start-up failed: ${startupError}` },
   };
 
+  const endpoints: HttpEndpoint[] = [];
+  let metricsEndpoint: HttpEndpoint | undefined;
+  let adminEndpoint: HttpEndpoint | undefined;
   let server: CsiServer;
   try {
+    if (config.metricsAddress !== undefined) {
+      metricsEndpoint = await serveHttp(
+        config.metricsAddress,
+        { "/metrics": () => metrics.exposition() },
+        logger,
+      );
+      endpoints.push(metricsEndpoint);
+      logger.info({ address: metricsEndpoint.address }, "serving Prometheus metrics on /metrics");
+    }
+    if (engine.status !== undefined) {
+      const status = engine.status.bind(engine);
+      adminEndpoint = await serveHttp(
+        { socketPath: adminSocketPath(config.stateDir), socketMode: 0o600 },
+        {
+          "/status": async () => ({
+            contentType: "application/json",
+            body: `${JSON.stringify(await status(readiness.isReady()))}\n`,
+          }),
+        },
+        logger,
+      );
+      endpoints.push(adminEndpoint);
+    }
     server = await CsiServer.start({
       socketPath: config.socketPath,
       socketMode: config.socketMode,
@@ -104,12 +146,17 @@ export async function startDriver<Engine extends DriverEngine>(
       identity: createIdentityHandlers({ driverName: config.driverName, version, readiness, logger }),
       controller: factories.createControllerHandlers?.(engine, context),
       node: factories.createNodeHandlers?.(engine, context),
+      rpcObserver: metrics.rpcObserver,
     });
   } catch (error) {
+    await Promise.all(endpoints.map((endpoint) => endpoint.close()));
     await engine.close({ timedOut: false });
     throw error;
   }
-  server.onShutdown(({ timedOut }) => engine.close({ timedOut }));
+  server.onShutdown(async ({ timedOut }) => {
+    await Promise.all(endpoints.map((endpoint) => endpoint.close()));
+    await engine.close({ timedOut });
+  });
   if (options.handleSignals ?? true) {
     server.installSignalHandlers(options.exit === undefined ? {} : { exit: options.exit });
   }
@@ -124,5 +171,12 @@ export async function startDriver<Engine extends DriverEngine>(
     }
   })();
 
-  return { server, engine, logger, started };
+  return {
+    server,
+    engine,
+    logger,
+    started,
+    metricsAddress: metricsEndpoint?.address,
+    adminSocket: adminEndpoint?.address,
+  };
 }

@@ -19,10 +19,15 @@ import type { PoolSpec } from "../thinpool/pool-source.js";
 import { errorMessage } from "../util/errors.js";
 import type { DriverConfig, PoolConfig } from "./config.js";
 import type { DriverContext, DriverEngine, DriverFactories } from "./driver.js";
+import { nodeEventsFor, reportPressureChange, type NodeEvents } from "./node-events.js";
+import { buildNodeStatus, type NodeStatusReport } from "./node-status.js";
+import { PoolMonitor } from "./pool-monitor.js";
 
 export const TOPOLOGY_KEY_SUFFIX = "/node";
-/** How often Probe's answer is refreshed from the pool's status. */
-const READINESS_REFRESH_MS = 5000;
+/** How often Probe's answer, the pools' view (metrics, status) and the pressure levels are refreshed. */
+const REFRESH_MS = 5000;
+/** A scrape or status call reads the pools again only when their view is older than this. */
+const POOL_VIEW_MAX_AGE_MS = 2 * REFRESH_MS;
 
 export class EngineHost implements DriverEngine {
   engine: ThinPoolEngine | undefined;
@@ -33,9 +38,12 @@ export class EngineHost implements DriverEngine {
     reason: "assembling pools and reconciling the state store with the kernel",
   };
   private timer: NodeJS.Timeout | undefined;
+  private monitor: PoolMonitor | undefined;
+  private readonly nodeEvents: NodeEvents | undefined;
 
   constructor(private readonly context: DriverContext) {
     this.store = StateStore.open(join(context.config.stateDir, "state.db"));
+    this.nodeEvents = nodeEventsFor(context.config.nodeId, { env: process.env }, context.logger);
   }
 
   async start(): Promise<void> {
@@ -50,9 +58,21 @@ export class EngineHost implements DriverEngine {
         reservedDataPercent: config.reservedDataPercent,
         reservedMetadataPercent: config.reservedMetadataPercent,
       },
+      observer: this.context.metrics.engineObserver,
+    });
+    const engine = this.engine;
+    const monitor = new PoolMonitor(engine, config.poolPressure, (change) => {
+      void reportPressureChange(change, logger, this.nodeEvents);
+    });
+    this.monitor = monitor;
+    this.context.metrics.attachPools({
+      pools: () => monitor.current(POOL_VIEW_MAX_AGE_MS),
+      deviceCounts: (pool) => this.deviceCounts(pool),
+      overProvisioningRatio: config.overProvisioningRatio,
+      thresholds: config.poolPressure,
     });
     await this.refresh();
-    this.timer = setInterval(() => void this.refresh(), READINESS_REFRESH_MS);
+    this.timer = setInterval(() => void this.refresh(), REFRESH_MS);
     this.timer.unref();
   }
 
@@ -69,6 +89,36 @@ export class EngineHost implements DriverEngine {
     } catch (err) {
       this.readiness = { ready: false, reason: errorMessage(err) };
     }
+    // Never rejects: a pool that cannot be read is part of its view.
+    await this.monitor?.refresh();
+  }
+
+  private deviceCounts(pool: string): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const [state, count] of this.store.countByState(pool)) counts.set(state.toLowerCase(), count);
+    return counts;
+  }
+
+  async status(readiness: Readiness): Promise<NodeStatusReport> {
+    const { config, version } = this.context;
+    const engine = this.engine;
+    const pools = (await this.monitor?.current(POOL_VIEW_MAX_AGE_MS)) ?? [];
+    const mapped = engine ? await engine.mappedBytes() : new Map<string, number>();
+    return buildNodeStatus({
+      node: config.nodeId,
+      driver: config.driverName,
+      version,
+      now: new Date(),
+      readiness,
+      pools,
+      overProvisioningRatio: config.overProvisioningRatio,
+      thresholds: config.poolPressure,
+      devices: engine ? this.store.listDevices() : [],
+      mappedBytes: mapped,
+      quarantinedIds: engine ? engine.poolNames.flatMap((pool) => this.store.listQuarantined(pool)) : [],
+      lastReconcile: engine?.lastReconcile,
+      dmNameOf: (device) => engine?.dmNameOf(device) ?? device,
+    });
   }
 
   isReady(): Readiness {

@@ -64,10 +64,17 @@ export interface InFlightCall {
   readonly startedAt: number;
 }
 
+/** Told about every answered call (for metrics). */
+export interface RpcObserver {
+  /** `code` is the gRPC status name, e.g. "OK", "NOT_FOUND". */
+  onRpcFinished(call: { method: string; code: string; durationSeconds: number }): void;
+}
+
 export interface RpcPipelineOptions {
   readonly logger: Logger;
   readonly redactor: SecretRedactor;
   readonly locks: OperationLocks;
+  readonly observer?: RpcObserver;
   /** The CSI size limits every request is checked against; default: derived from csi.proto. */
   readonly fieldLimits?: FieldLimits;
 }
@@ -87,6 +94,7 @@ export class RpcPipeline {
   private readonly logger: Logger;
   private readonly redactor: SecretRedactor;
   private readonly locks: OperationLocks;
+  private readonly observer: RpcObserver | undefined;
   private readonly fieldLimits: FieldLimits;
   private readonly inFlight = new Map<number, InFlightCall>();
   private readonly idleWaiters: Array<() => void> = [];
@@ -97,6 +105,7 @@ export class RpcPipeline {
     this.logger = options.logger;
     this.redactor = options.redactor;
     this.locks = options.locks;
+    this.observer = options.observer;
     this.fieldLimits = options.fieldLimits ?? new FieldLimits();
   }
 
@@ -174,8 +183,10 @@ export class RpcPipeline {
       } else {
         callback({ code, details: message });
       }
-      const durationMs = Math.round((performance.now() - startedAt) * 1000) / 1000;
+      const elapsedMs = performance.now() - startedAt;
+      const durationMs = Math.round(elapsedMs * 1000) / 1000;
       const line: Record<string, unknown> = { code: statusName(code), duration_ms: durationMs };
+      this.observer?.onRpcFinished({ method, code: statusName(code), durationSeconds: elapsedMs / 1000 });
       if (code === status.OK) {
         if (logger.isLevelEnabled("debug")) {
           line.response = this.redactor.redactResponse(methodDefinition.path, response);

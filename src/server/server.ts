@@ -27,7 +27,7 @@ import type { ControllerHandlers, IdentityHandlers, NodeHandlers } from "../csi/
 import { errorMessage } from "../util/errors.js";
 import { AuthorityNormalizingConnection } from "./http2-authority.js";
 import { CONTROLLER_LOCK_KEYS, NODE_LOCK_KEYS, OperationLocks } from "./operation-locks.js";
-import { RpcPipeline, type InFlightCall } from "./pipeline.js";
+import { RpcPipeline, type InFlightCall, type RpcObserver } from "./pipeline.js";
 
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 60_000;
 /** How long the start-up check waits for an existing socket to accept a connection. */
@@ -43,6 +43,8 @@ export interface CsiServerOptions {
   readonly controller?: ControllerHandlers;
   readonly node?: NodeHandlers;
   readonly shutdownTimeoutMs?: number;
+  /** Told about every answered call (metrics). */
+  readonly rpcObserver?: RpcObserver;
 }
 
 export interface ShutdownContext {
@@ -83,7 +85,12 @@ export class CsiServer {
   static async start(options: CsiServerOptions): Promise<CsiServer> {
     const logger = options.logger;
     const services: CsiServiceDefinitions = loadCsiServices();
-    const pipeline = new RpcPipeline({ logger, redactor: new SecretRedactor(), locks: new OperationLocks() });
+    const pipeline = new RpcPipeline({
+      logger,
+      redactor: new SecretRedactor(),
+      locks: new OperationLocks(),
+      observer: options.rpcObserver,
+    });
 
     const grpcServer = new Server();
     grpcServer.addService(services.identity, pipeline.implement(services.identity, options.identity));

@@ -15,7 +15,8 @@ export interface EngineLogger {
 
 /** Hooks for metrics; every one optional. */
 export interface EngineObserver {
-  onSuspend?(device: string, frozenMs: number): void;
+  /** An active origin was suspended (its I/O frozen) for `frozenMs` around a snapshot. */
+  onSuspend?(event: { device: string; pool: string; frozenMs: number }): void;
   onReconcile?(report: ReconcileReport): void;
 }
 
@@ -30,6 +31,18 @@ export interface ReconcileReport {
   faulty: number;
   durationMs: number;
 }
+
+/** The report's device counters, in the order they are shown. */
+export const RECONCILE_RESULTS = [
+  "checked",
+  "reactivated",
+  "resumed",
+  "rolledForward",
+  "rolledBack",
+  "deactivated",
+  "quarantined",
+  "faulty",
+] as const satisfies ReadonlyArray<keyof ReconcileReport>;
 
 export interface PoolRuntime extends AssembledPool {
   /** The kernel's transaction id as last read or set by the engine. */

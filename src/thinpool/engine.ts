@@ -28,7 +28,7 @@ import { asEngineError, describe, EngineError, isErrno } from "./errors.js";
 import { grownDevices, growPoolToDevices } from "./pool-growth.js";
 import { assemblePool, type PoolSpec } from "./pool-source.js";
 import { reconcile } from "./reconcile.js";
-import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type PoolStatus } from "./status.js";
+import { parsePoolStatus, parseThinStatus, parseThinTable, SECTOR_BYTES, type PoolStatus } from "./status.js";
 
 export interface EngineOptions {
   store: StateStore;
@@ -168,6 +168,11 @@ export class ThinPoolEngine {
     return devicePathOf(this.ctx, name);
   }
 
+  /** The device-mapper name of a device (for operators' dmsetup commands). */
+  dmNameOf(name: string): string {
+    return dmNameOf(this.ctx, name);
+  }
+
   blockBytes(pool: string): number {
     return this.pool(pool).blockBytes;
   }
@@ -226,8 +231,12 @@ export class ThinPoolEngine {
     }
   }
 
-  /** Health of a device for CSI VolumeCondition: missing, faulty, inactive when it should be active, pool trouble. */
-  async deviceCondition(name: string): Promise<DeviceCondition> {
+  /**
+   * Health of a device for CSI VolumeCondition: missing, faulty, failed, inactive when it should be active
+   * (`shouldBeActive`: the caller knows it is staged or published), suspended, or in a pool that failed, is
+   * read-only or is out of data space.
+   */
+  async deviceCondition(name: string, options: { shouldBeActive?: boolean } = {}): Promise<DeviceCondition> {
     const device = this.ctx.store.getDevice(name);
     if (!device) return { abnormal: true, message: `device ${name} is not in the state store` };
     if (device.state === DeviceState.Faulty)
@@ -239,15 +248,39 @@ export class ThinPoolEngine {
       return { abnormal: true, message: `pool ${device.pool} has failed or needs a metadata check` };
     if (status.mode === "ro")
       return { abnormal: true, message: `pool ${device.pool} is read-only (metadata trouble)` };
-    if (status.mode === "out_of_data_space")
+    if (status.mode === "out_of_data_space" || status.dataUsedBlocks >= status.dataTotalBlocks)
       return { abnormal: true, message: `pool ${device.pool} is out of data space: writes fail` };
-    if (device.state === DeviceState.Active) {
-      const info = await this.ctx.dm.info(dmNameOf(this.ctx, name));
+    const shouldBeActive = device.state === DeviceState.Active || options.shouldBeActive === true;
+    if (shouldBeActive && device.state !== DeviceState.Active && device.state !== DeviceState.Resizing)
+      return {
+        abnormal: true,
+        message: `device is ${device.state.toLowerCase()} but should be active (it is staged or published)`,
+      };
+    if (shouldBeActive) {
+      const dmName = dmNameOf(this.ctx, name);
+      const info = await this.ctx.dm.info(dmName);
       if (!info)
         return { abnormal: true, message: "device should be active but has no device-mapper device" };
       if (info.suspended) return { abnormal: true, message: "device is suspended: I/O is frozen" };
+      if (!parseThinStatus(await this.ctx.dm.status(dmName)).healthy)
+        return { abnormal: true, message: "device has failed in the kernel (thin status Fail): I/O errors" };
     }
     return { abnormal: false, message: "healthy" };
+  }
+
+  /**
+   * Bytes each active device has mapped in its pool (one dmsetup call for all). Inactive devices have no
+   * dm device to ask and are absent from the map.
+   */
+  async mappedBytes(): Promise<Map<string, number>> {
+    const prefix = `${this.ctx.prefix}-`;
+    const mapped = new Map<string, number>();
+    for (const [dmName, line] of await this.ctx.dm.statusAll("thin")) {
+      if (!dmName.startsWith(prefix)) continue;
+      const status = parseThinStatus(line);
+      if (status.healthy) mapped.set(dmName.slice(prefix.length), status.mappedSectors * SECTOR_BYTES);
+    }
+    return mapped;
   }
 
   /** Replaces a device's caller-owned attributes (opaque to the engine). */
@@ -349,7 +382,11 @@ export class ThinPoolEngine {
         } finally {
           if (live) {
             await this.ensureResumed(origin.name);
-            this.observer.onSuspend?.(origin.name, Date.now() - frozenAt);
+            this.observer.onSuspend?.({
+              device: origin.name,
+              pool: pool.name,
+              frozenMs: Date.now() - frozenAt,
+            });
           }
         }
         crashPoint("snapshot.origin-resumed");

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Logger } from "pino";
 
 import { CsiClient } from "../../../src/csi/client.js";
 import { parseServeArgs } from "../../../src/server/config.js";
@@ -32,6 +33,8 @@ export async function startTestDriver(options: {
   /** A stopped driver whose state and kubelet directories this one takes over (a restart). */
   restartOf?: TestDriver;
   extraArgs?: string[];
+  /** Default: silent. */
+  logger?: Logger;
 }): Promise<TestDriver> {
   const pool = options.pool ?? "default";
   const dir = options.restartOf?.dir ?? options.dir ?? mkdtempSync(join(tmpdir(), `driver-${pool}-`));
@@ -60,7 +63,7 @@ export async function startTestDriver(options: {
   assert.ok(config, "driver configuration is valid");
   const driver = await startDriver(config, thinpoolDriverFactories, {
     handleSignals: false,
-    logger: createLogger({ level: "silent" }),
+    logger: options.logger ?? createLogger({ level: "silent" }),
   });
   await driver.started;
   const csi = new CsiClient(socket);

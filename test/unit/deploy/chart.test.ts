@@ -432,6 +432,27 @@ describe("deploy: Helm chart", () => {
     assert.ok(!driver.ports?.some((p) => p.name === "metrics"));
   });
 
+  it("pool pressure thresholds reach the driver as flags", () => {
+    const defaults = container(podSpec(only(render({}).objects, "DaemonSet")), "thinpool-csi").args ?? [];
+    for (const flag of [
+      "--pool-data-warning-percent=80",
+      "--pool-data-critical-percent=90",
+      "--pool-metadata-warning-percent=80",
+      "--pool-metadata-critical-percent=90",
+    ])
+      assert.ok(defaults.includes(flag), flag);
+    const set = render({
+      driver: {
+        poolPressure: { dataWarningPercent: 70, dataCriticalPercent: 85.5, metadataWarningPercent: 60 },
+      },
+    });
+    const args = container(podSpec(only(set.objects, "DaemonSet")), "thinpool-csi").args ?? [];
+    assert.ok(args.includes("--pool-data-warning-percent=70"));
+    assert.ok(args.includes("--pool-data-critical-percent=85.5"));
+    assert.ok(args.includes("--pool-metadata-warning-percent=60"));
+    assert.ok(args.includes("--pool-metadata-critical-percent=90"), "unset values keep the default");
+  });
+
   it("ServiceAccount, RBAC and PriorityClass switches", () => {
     const noRbac = render({ rbac: { create: false } });
     assertWellFormed(noRbac);

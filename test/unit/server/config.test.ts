@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 
-import { ConfigError, parseServeArgs, serveUsage, type DriverConfig } from "../../../src/server/config.js";
+import { readFileSync } from "node:fs";
+
+import {
+  ConfigError,
+  parseServeArgs,
+  SERVE_FLAGS,
+  serveUsage,
+  type DriverConfig,
+} from "../../../src/server/config.js";
+import { repoPath } from "../../support/repo.js";
 
 const POOL = "--pool=name=default,type=existing,device=vg0-pool0-tpool";
 
@@ -52,6 +61,10 @@ describe("serve configuration", () => {
       overProvisioningRatio: 10,
       reservedDataPercent: 10,
       reservedMetadataPercent: 10,
+      poolPressure: {
+        data: { warningPercent: 80, criticalPercent: 90 },
+        metadata: { warningPercent: 80, criticalPercent: 90 },
+      },
       defaultFsType: "ext4",
       kubeletDir: "/var/lib/kubelet",
       maxVolumesPerNode: 0,
@@ -139,6 +152,35 @@ describe("serve configuration", () => {
       "--log-level must be one of fatal, error, warn, info, debug, trace, silent, got 'verbose'",
       "--shutdown-timeout: 'soon' is not a duration: use e.g. 60s, 2m, 1m30s or 500ms",
     ]);
+  });
+
+  it("reads the pool pressure thresholds and refuses a warning at or above its critical level", () => {
+    const config = parse([
+      "--node-id=n",
+      POOL,
+      "--pool-data-warning-percent=70",
+      "--pool-data-critical-percent=95.5",
+      "--pool-metadata-warning-percent=50",
+      "--pool-metadata-critical-percent=100",
+    ]);
+    assert.deepEqual(config.poolPressure, {
+      data: { warningPercent: 70, criticalPercent: 95.5 },
+      metadata: { warningPercent: 50, criticalPercent: 100 },
+    });
+    assert.deepEqual(
+      problemsOf([
+        "--node-id=n",
+        POOL,
+        "--pool-data-warning-percent=95",
+        "--pool-metadata-warning-percent=0",
+        "--pool-metadata-critical-percent=101",
+      ]),
+      [
+        "--pool-data-warning-percent (95) must be below --pool-data-critical-percent (90): the warning comes before the critical level",
+        "--pool-metadata-warning-percent must be a number > 0 and <= 100, got '0'",
+        "--pool-metadata-critical-percent must be a number > 0 and <= 100, got '101'",
+      ],
+    );
   });
 
   it("requires the node id and validates it as a topology value", () => {
@@ -371,6 +413,30 @@ nodes:
         /^config file '\/broken.yaml' is not valid YAML: /,
       );
     });
+  });
+
+  it("documents every flag, with its environment variable and default, in docs/CONFIGURATION.md", () => {
+    const doc = readFileSync(repoPath("docs", "CONFIGURATION.md"), "utf8");
+    const rows = new Map(
+      [...doc.matchAll(/^\|\s*`--([a-z0-9-]+)`\s*\|([^|]*)\|([^|]*)\|/gm)].map((m) => [
+        m[1] as string,
+        { env: (m[2] ?? "").trim(), defaultText: (m[3] ?? "").trim() },
+      ]),
+    );
+    for (const [flag, spec] of Object.entries(SERVE_FLAGS) as Array<
+      [string, { env?: string; default?: string }]
+    >) {
+      const row = rows.get(flag);
+      assert.ok(row, `--${flag} is in the flag table`);
+      assert.equal(
+        row.env,
+        spec.env === undefined ? "" : `\`${spec.env}\``,
+        `--${flag} environment variable`,
+      );
+      if (spec.default !== undefined && spec.default !== "") {
+        assert.ok(row.defaultText.startsWith(`\`${spec.default}\``), `--${flag} default ${spec.default}`);
+      }
+    }
   });
 
   it("returns help without validating anything", () => {

@@ -295,16 +295,115 @@ describe("ThinPoolEngine (fake kernel)", () => {
     await rejectsWith(engine.resize("v1", MiB), "OutOfRange");
   });
 
-  it("reports abnormal conditions: faulty, inactive-but-should-be-active, pool read-only", async () => {
+  describe("deviceCondition (CSI VolumeCondition)", () => {
+    const conditionOf = async (
+      setup: (ctx: { engine: ThinPoolEngine; kernel: FakeKernel; store: StateStore }) => Promise<void> | void,
+      options: { shouldBeActive?: boolean } = {},
+    ) => {
+      const ctx = await openEngine();
+      await ctx.engine.createVolume({ name: "v1", sizeBytes: MiB });
+      await ctx.engine.activate("v1");
+      await setup(ctx);
+      return ctx.engine.deviceCondition("v1", options);
+    };
+
+    it("is healthy for an active device in a writable pool, and for an inactive snapshot", async () => {
+      assert.deepEqual(await conditionOf(() => undefined), { abnormal: false, message: "healthy" });
+      assert.deepEqual(
+        await conditionOf(async ({ engine }) => {
+          await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+          await engine.deactivate("v1");
+        }),
+        { abnormal: false, message: "healthy" },
+      );
+    });
+
+    const abnormal: Array<
+      [string, Parameters<typeof conditionOf>[0], RegExp, { shouldBeActive?: boolean }?]
+    > = [
+      [
+        "faulty in the store, with the recorded reason",
+        ({ store }) =>
+          void store.updateDevice("v1", { state: DeviceState.Faulty, lastError: "id 0 missing" }),
+        /faulty: id 0 missing/,
+      ],
+      [
+        "missing: active in the store but no dm device",
+        ({ kernel }) => void kernel.devices.delete("tpcsi-v1"),
+        /should be active but has no device-mapper device/,
+      ],
+      [
+        "inactive although staged or published",
+        async ({ engine }) => void (await engine.deactivate("v1")),
+        /inactive but should be active/,
+        { shouldBeActive: true },
+      ],
+      [
+        "suspended",
+        ({ kernel }) => void ((kernel.devices.get("tpcsi-v1") as { suspended: boolean }).suspended = true),
+        /suspended: I\/O is frozen/,
+      ],
+      [
+        "failed in the kernel (thin status Fail)",
+        ({ kernel }) => void ((kernel.devices.get("tpcsi-v1") as { failed: boolean }).failed = true),
+        /failed in the kernel/,
+      ],
+      ["in a read-only pool", ({ kernel }) => void (kernel.poolMode = "ro"), /pool p is read-only/],
+      [
+        "in a pool out of data space",
+        ({ kernel }) => void (kernel.poolMode = "out_of_data_space"),
+        /pool p is out of data space/,
+      ],
+      [
+        "in a pool whose data space is full (still rw, queueing)",
+        ({ kernel }) => void (kernel.dataUsedBlocks = kernel.dataTotalBlocks),
+        /pool p is out of data space/,
+      ],
+      ["in a failed pool", ({ kernel }) => void (kernel.poolMode = "Fail"), /pool p has failed/],
+      [
+        "in a pool that cannot be read",
+        ({ kernel }) => kernel.fail((a) => a[1] === "status" && a[2] === "pool0", "Device pool0 not found"),
+        /pool p cannot be read/,
+      ],
+    ];
+    for (const [what, setup, message, options] of abnormal) {
+      it(`is abnormal for a device ${what}`, async () => {
+        const condition = await conditionOf(setup, options);
+        assert.equal(condition.abnormal, true, condition.message);
+        assert.match(condition.message, message);
+      });
+    }
+
+    it("is abnormal for a device the store does not know", async () => {
+      const { engine } = await openEngine();
+      assert.match((await engine.deviceCondition("ghost")).message, /not in the state store/);
+    });
+  });
+
+  it("reports the bytes mapped by each active device", async () => {
     const { engine, kernel } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
-    assert.deepEqual(await engine.deviceCondition("v1"), { abnormal: false, message: "healthy" });
+    await engine.createVolume({ name: "v2", sizeBytes: MiB });
     await engine.activate("v1");
-    kernel.devices.delete("tpcsi-v1");
-    assert.match((await engine.deviceCondition("v1")).message, /should be active/);
-    kernel.poolMode = "ro";
-    assert.match((await engine.deviceCondition("v1")).message, /read-only/);
-    assert.match((await engine.deviceCondition("ghost")).message, /not in the state store/);
+    (kernel.devices.get("tpcsi-v1") as { mappedSectors: number }).mappedSectors = 128;
+    kernel.addDevice("other-thin", `0 2048 thin ${kernel.poolDevno} 9`, "");
+    assert.deepEqual([...(await engine.mappedBytes())], [["v1", 128 * 512]]);
+  });
+
+  it("tells the observer how long an active origin was suspended for a snapshot", async () => {
+    const suspends: Array<{ device: string; pool: string; frozenMs: number }> = [];
+    const { engine } = await openEngine(undefined, undefined, {
+      observer: { onSuspend: (e) => suspends.push(e) },
+    });
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.createSnapshot({ name: "s0", source: "v1", kind: "snapshot" });
+    assert.equal(suspends.length, 0, "an inactive origin is not suspended");
+    await engine.activate("v1");
+    await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    assert.equal(suspends.length, 1);
+    assert.equal(suspends[0]?.device, "v1");
+    assert.equal(suspends[0]?.pool, "p");
+    assert.ok((suspends[0]?.frozenMs ?? -1) >= 0);
   });
 });
 

@@ -15,6 +15,10 @@ interface FakeDevice {
   openCount: number;
   deferredRemove: boolean;
   minor: number;
+  /** What a thin device's status reports as mapped. */
+  mappedSectors: number;
+  /** A thin device the kernel failed (`dmsetup status` says Fail). */
+  failed: boolean;
 }
 
 interface Fault {
@@ -51,6 +55,8 @@ export class FakeKernel implements CommandRunner {
       openCount: 0,
       deferredRemove: false,
       minor: this.nextMinor++,
+      mappedSectors: 0,
+      failed: false,
     };
     this.devices.set(name, device);
     return device;
@@ -212,7 +218,9 @@ export class FakeKernel implements CommandRunner {
     if (target === "thin-pool") {
       return `${start} ${length} thin-pool ${this.transactionId} ${this.metadataUsedBlocks}/${this.metadataTotalBlocks} ${this.dataUsedBlocks}/${this.dataTotalBlocks} - ${this.poolMode} discard_passdown error_if_no_space - 1024`;
     }
-    return `${start} ${length} thin 0 -`;
+    if (d.failed) return `${start} ${length} thin Fail`;
+    const highest = d.mappedSectors === 0 ? "-" : String(d.mappedSectors - 1);
+    return `${start} ${length} thin ${d.mappedSectors} ${highest}`;
   }
 
   /** The pool's device number as the fake reports it, for thin tables. */
