@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /**
- * thinpool-csi: `serve` runs the CSI server; `status` (to come with the state store) reports on it.
+ * thinpool-csi: `serve` runs the CSI server; `placement-controller` steers restores and clones to their
+ * source's node; `status` (to come with the state store) reports on it.
  */
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
+import { parsePlacementArgs, placementUsage, runPlacementController } from "../placement/command.js";
 import { ConfigError, parseServeArgs, serveUsage } from "../server/config.js";
 import { startDriver, type DriverFactories } from "../server/driver.js";
 import { thinpoolDriverFactories, type EngineHost } from "../server/engine-wiring.js";
@@ -18,15 +20,18 @@ export const EXIT_USAGE = 64;
 const USAGE = `Usage: thinpool-csi <command> [flags]
 
 Commands:
-  serve     run the CSI server (Identity, Controller, Node) on a unix socket
-  status    report this node's pools and volumes (not available yet)
+  serve                 run the CSI server (Identity, Controller, Node) on a unix socket
+  placement-controller  place restores and clones on their source's node (one per cluster)
+  status                report this node's pools and volumes (not available yet)
 
-thinpool-csi serve --help lists the flags.`;
+thinpool-csi <command> --help lists the flags.`;
 
 export interface CliIo {
   readonly env: NodeJS.ProcessEnv;
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
+  /** Aborted on SIGTERM/SIGINT for the long-running commands other than `serve` (which has its own). */
+  readonly shutdown?: AbortSignal;
 }
 
 /** The thin-pool engine and the Controller/Node services (src/server/engine-wiring.ts). */
@@ -59,6 +64,21 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
       await startDriver(parsed.config, driverFactories);
       return "serving";
     }
+    case "placement-controller": {
+      let settings;
+      try {
+        settings = parsePlacementArgs(rest, io.env);
+      } catch (error) {
+        if (error instanceof ConfigError) return usageError(io, command, error);
+        throw error;
+      }
+      if (settings === undefined) {
+        io.stdout(`${placementUsage()}\n`);
+        return 0;
+      }
+      await runPlacementController(settings, io.env, io.shutdown ?? new AbortController().signal);
+      return 0;
+    }
     case "status":
       io.stderr("thinpool-csi status: not available yet (it needs the state store)\n");
       return 1;
@@ -76,6 +96,22 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
       io.stderr(`thinpool-csi: unknown command '${command}'\n\n${USAGE}\n`);
       return EXIT_USAGE;
   }
+}
+
+function usageError(io: CliIo, command: string, error: ConfigError): number {
+  io.stderr(
+    `thinpool-csi ${command}: invalid configuration:\n${error.problems.map((p) => `  - ${p}`).join("\n")}\n`,
+  );
+  return EXIT_USAGE;
+}
+
+/** Aborts on the first SIGTERM or SIGINT (graceful stop); a second one kills as usual. */
+function shutdownSignal(): AbortSignal {
+  const controller = new AbortController();
+  const stop = (): void => controller.abort();
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+  return controller.signal;
 }
 
 function isEntryPoint(): boolean {
@@ -96,6 +132,7 @@ if (isEntryPoint()) {
     env: process.env,
     stdout: (text) => process.stdout.write(text),
     stderr: (text) => process.stderr.write(text),
+    ...(process.argv[2] !== "serve" ? { shutdown: shutdownSignal() } : {}),
   };
   main(process.argv.slice(2), io).then(
     (result) => {

@@ -3,7 +3,7 @@
  * event recorder, the placement controller, the orphan report). It speaks plain HTTP JSON on 127.0.0.1 for
  * the few resources the project uses, from an in-memory object map:
  * - get, list (with a `key=value` label selector), watch (chunked JSON lines, from a resourceVersion),
- *   create (409 when the name exists), replace (409 on a stale resourceVersion), merge patch, delete;
+ *   create (409 when the name exists), replace and merge patch (409 on a stale resourceVersion), delete;
  * - core/v1 PersistentVolumeClaims, PersistentVolumes, Nodes, Pods, Events; storage.k8s.io/v1
  *   StorageClasses; snapshot.storage.k8s.io/v1 VolumeSnapshots and VolumeSnapshotContents;
  *   coordination.k8s.io/v1 Leases.
@@ -366,6 +366,16 @@ export class FakeKubeApi {
     const key = objectKey(resource, namespace, name);
     const existing = this.objects.get(key);
     if (existing === undefined) return notFound(res, resource, name);
+    // As the API server does: a resourceVersion in the patch is a precondition.
+    const sent = (body as KubeObject | undefined)?.metadata?.resourceVersion;
+    if (sent !== undefined && sent !== existing.metadata?.resourceVersion) {
+      return sendStatus(
+        res,
+        409,
+        "Conflict",
+        `Operation cannot be fulfilled on ${resource.resource} "${name}": the object has been modified`,
+      );
+    }
     const patched = mergePatch(structuredClone(existing), body) as KubeObject;
     sendJson(res, 200, this.store(resource, key, patched, "MODIFIED", existing));
   }
