@@ -6,6 +6,7 @@
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
+import { runOrphans } from "../orphans/command.js";
 import { parsePlacementArgs, placementUsage, runPlacementController } from "../placement/command.js";
 import { ConfigError, parseServeArgs, serveUsage } from "../server/config.js";
 import { startDriver, type DriverFactories } from "../server/driver.js";
@@ -22,6 +23,7 @@ const USAGE = `Usage: thinpool-csi <command> [flags]
 Commands:
   serve                 run the CSI server (Identity, Controller, Node) on a unix socket
   placement-controller  place restores and clones on their source's node (one per cluster)
+  orphans               list (--delete: delete) thin devices no PV or VolumeSnapshotContent refers to
   status                report this node's pools and volumes (not available yet)
 
 thinpool-csi <command> --help lists the flags.`;
@@ -79,6 +81,13 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
       await runPlacementController(settings, io.env, io.shutdown ?? new AbortController().signal);
       return 0;
     }
+    case "orphans":
+      try {
+        return await runOrphans(rest, io);
+      } catch (error) {
+        if (error instanceof ConfigError) return usageError(io, command, error);
+        throw error;
+      }
     case "status":
       io.stderr("thinpool-csi status: not available yet (it needs the state store)\n");
       return 1;
@@ -132,7 +141,7 @@ if (isEntryPoint()) {
     env: process.env,
     stdout: (text) => process.stdout.write(text),
     stderr: (text) => process.stderr.write(text),
-    ...(process.argv[2] !== "serve" ? { shutdown: shutdownSignal() } : {}),
+    ...(process.argv[2] === "placement-controller" ? { shutdown: shutdownSignal() } : {}),
   };
   main(process.argv.slice(2), io).then(
     (result) => {

@@ -94,6 +94,21 @@ interface Watcher {
   readonly response: ServerResponse;
 }
 
+/** A list or watch: which objects. */
+interface Collection {
+  readonly resource: ResourceType;
+  readonly namespace: string | undefined;
+  readonly selector: Readonly<Record<string, string>>;
+}
+
+function collection(parsed: ParsedPath, query: Record<string, string>): Collection {
+  return {
+    resource: parsed.resource,
+    namespace: parsed.namespace,
+    selector: parseSelector(query["labelSelector"]),
+  };
+}
+
 interface ParsedPath {
   readonly resource: ResourceType;
   readonly namespace: string | undefined;
@@ -227,9 +242,10 @@ export class FakeKubeApi {
     switch (method) {
       case "GET":
         if (name !== undefined) return this.getOne(res, resource, namespace, name);
-        if (query["watch"] === "true" || query["watch"] === "1")
-          return this.watch(res, resource, namespace, query);
-        return this.listMany(res, resource, namespace, query);
+        if (query["watch"] === "true" || query["watch"] === "1") {
+          return this.watch(res, collection(parsed, query), query["resourceVersion"]);
+        }
+        return this.listMany(res, collection(parsed, query));
       case "POST":
         return this.create(res, resource, namespace, body as KubeObject);
       case "PUT":
@@ -260,13 +276,8 @@ export class FakeKubeApi {
     sendJson(res, 200, object);
   }
 
-  private listMany(
-    res: ServerResponse,
-    resource: ResourceType,
-    namespace: string | undefined,
-    query: Record<string, string>,
-  ): void {
-    const selector = parseSelector(query["labelSelector"]);
+  private listMany(res: ServerResponse, request: Collection): void {
+    const { resource, namespace, selector } = request;
     const items = [...this.objects.values()].filter((o) => matches(o, resource, namespace, selector));
     sendJson(res, 200, {
       apiVersion: resource.groupVersion,
@@ -276,16 +287,10 @@ export class FakeKubeApi {
     });
   }
 
-  private watch(
-    res: ServerResponse,
-    resource: ResourceType,
-    namespace: string | undefined,
-    query: Record<string, string>,
-  ): void {
-    const selector = parseSelector(query["labelSelector"]);
+  private watch(res: ServerResponse, request: Collection, from: string | undefined): void {
+    const { resource, namespace, selector } = request;
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
     const watcher: Watcher = { resource, namespace, selector, response: res };
-    const from = query["resourceVersion"];
     if (from === undefined || from === "" || from === "0") {
       // No starting point: the current state as ADDED events, then changes.
       for (const object of this.objects.values()) {
