@@ -6,6 +6,7 @@
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
+import { KubeConfigError } from "../kube/index.js";
 import { runOrphans } from "../orphans/command.js";
 import { parsePlacementArgs, placementUsage, runPlacementController } from "../placement/command.js";
 import { ConfigError, parseServeArgs, serveUsage } from "../server/config.js";
@@ -152,7 +153,8 @@ if (isEntryPoint()) {
     (error: unknown) => {
       process.stderr.write(`thinpool-csi: ${errorMessage(error)}\n`);
       // An expected refusal needs no stack; anything else does, to be fixed.
-      if (!(error instanceof SocketInUseError) && error instanceof Error && error.stack !== undefined) {
+      const expected = error instanceof SocketInUseError || error instanceof KubeConfigError;
+      if (!expected && error instanceof Error && error.stack !== undefined) {
         process.stderr.write(`${error.stack}\n`);
       }
       process.exitCode = 1;
