@@ -338,15 +338,7 @@ export class FakeKubeApi {
     const key = objectKey(resource, namespace, name);
     const existing = this.objects.get(key);
     if (existing === undefined) return notFound(res, resource, name);
-    const sent = body.metadata?.resourceVersion;
-    if (sent !== undefined && sent !== existing.metadata?.resourceVersion) {
-      return sendStatus(
-        res,
-        409,
-        "Conflict",
-        `Operation cannot be fulfilled on ${resource.resource} "${name}": the object has been modified`,
-      );
-    }
+    if (isStale(body, existing)) return conflict(res, resource, name);
     sendJson(res, 200, this.store(resource, key, structuredClone(body), "MODIFIED", existing));
   }
 
@@ -372,15 +364,7 @@ export class FakeKubeApi {
     const existing = this.objects.get(key);
     if (existing === undefined) return notFound(res, resource, name);
     // As the API server does: a resourceVersion in the patch is a precondition.
-    const sent = (body as KubeObject | undefined)?.metadata?.resourceVersion;
-    if (sent !== undefined && sent !== existing.metadata?.resourceVersion) {
-      return sendStatus(
-        res,
-        409,
-        "Conflict",
-        `Operation cannot be fulfilled on ${resource.resource} "${name}": the object has been modified`,
-      );
-    }
+    if (isStale(body as KubeObject | undefined, existing)) return conflict(res, resource, name);
     const patched = mergePatch(structuredClone(existing), body) as KubeObject;
     sendJson(res, 200, this.store(resource, key, patched, "MODIFIED", existing));
   }
@@ -550,6 +534,21 @@ function sendStatus(res: ServerResponse, code: number, reason: string, message: 
     reason,
     code,
   });
+}
+
+/** A write that names a resourceVersion other than the stored one (optimistic concurrency). */
+function isStale(sent: KubeObject | undefined, existing: KubeObject): boolean {
+  const version = sent?.metadata?.resourceVersion;
+  return version !== undefined && version !== existing.metadata?.resourceVersion;
+}
+
+function conflict(res: ServerResponse, resource: ResourceType, name: string): void {
+  sendStatus(
+    res,
+    409,
+    "Conflict",
+    `Operation cannot be fulfilled on ${resource.resource} "${name}": the object has been modified`,
+  );
 }
 
 function notFound(res: ServerResponse, resource: ResourceType, name: string): void {

@@ -10,12 +10,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { execa } from "execa";
-import { CsiClient } from "../../../src/csi/client.js";
-import { parseServeArgs } from "../../../src/server/config.js";
-import { startDriver, type RunningDriver } from "../../../src/server/driver.js";
-import { thinpoolDriverFactories, type EngineHost } from "../../../src/server/engine-wiring.js";
-import { createLogger } from "../../../src/server/logger.js";
-import { E2E_DATA_DEV, E2E_META_DEV, removeAllDmDevices, sh, zeroHead } from "../support/vm-env.js";
+import type { CsiClient } from "../../../src/csi/client.js";
+import type { RunningDriver } from "../../../src/server/driver.js";
+import type { EngineHost } from "../../../src/server/engine-wiring.js";
+import { E2E_META_DEV, removeAllDmDevices, sh, zeroHead } from "../support/vm-env.js";
+import { startPoolDriver } from "../support/pool-driver.js";
 
 const MiB = 1024 * 1024;
 const engineDevice = (volumeId: string): string => `/dev/mapper/tpcsi-${volumeId.split("@")[0]}`;
@@ -51,30 +50,7 @@ describe("CSI lifecycle over the socket on a real pool", function () {
     await removeAllDmDevices();
     await zeroHead(E2E_META_DEV);
     mkdirSync(kubelet, { recursive: true });
-    const { config } = parseServeArgs(
-      [
-        "--endpoint",
-        `unix://${socket}`,
-        "--node-id",
-        "node-a",
-        "--state-dir",
-        join(dir, "state"),
-        "--kubelet-dir",
-        kubelet,
-        "--pool",
-        `name=default,type=devices,data=${E2E_DATA_DEV},metadata=${E2E_META_DEV}`,
-        "--metrics-address",
-        "",
-      ],
-      { env: {} },
-    );
-    assert.ok(config);
-    driver = await startDriver(config, thinpoolDriverFactories, {
-      handleSignals: false,
-      logger: createLogger({ level: "silent" }),
-    });
-    await driver.started;
-    csi = new CsiClient(socket);
+    ({ driver, csi } = await startPoolDriver(dir, kubelet, socket));
   });
 
   after(async () => {

@@ -221,6 +221,15 @@ describe("CSI Controller and Node services over the socket (fake kernel)", funct
         status.RESOURCE_EXHAUSTED,
         /lives on node node-b/,
       );
+      // A clone too: RESOURCE_EXHAUSTED is what makes csi-provisioner drop the selected node and the
+      // scheduler try again, instead of retrying on the wrong node (NOT_FOUND) or every 5 min (INVALID_ARGUMENT).
+      await rejects(
+        createVolume("clone-elsewhere", 8 * MiB, {
+          volume_content_source: { volume: { volume_id: vol.replace("@node-a", "@node-b") } },
+        }),
+        status.RESOURCE_EXHAUSTED,
+        /lives on node node-b, not on node-a/,
+      );
     });
 
     it("CreateSnapshot: idempotent, ready, sized and timed; another source is ALREADY_EXISTS", async () => {
