@@ -315,7 +315,12 @@ export function createControllerService(
 
     async ListVolumes(request) {
       return listPage(request.max_entries, request.starting_token, "volume", engine, async (device) => ({
-        volume: volumeMessage(device),
+        // CSI's Volume has no creation time; the orphan report needs it (its grace period), so the listing
+        // adds it to the context. CreateVolume's context (kept in the PV) does not carry it.
+        volume: {
+          ...volumeMessage(device),
+          volume_context: { ...volumeMessage(device).volume_context, createdAt: device.createdAt },
+        },
         status: { volume_condition: await condition(device) },
       })).then(([entries, next_token]) => ({ entries, next_token }));
     },

@@ -3,7 +3,7 @@
  * event recorder, the placement controller, the orphan report). It speaks plain HTTP JSON on 127.0.0.1 for
  * the few resources the project uses, from an in-memory object map:
  * - get, list (with a `key=value` label selector), watch (chunked JSON lines, from a resourceVersion),
- *   create (409 when the name exists), replace (409 on a stale resourceVersion), merge patch, delete;
+ *   create (409 when the name exists), replace and merge patch (409 on a stale resourceVersion), delete;
  * - core/v1 PersistentVolumeClaims, PersistentVolumes, Nodes, Pods, Events; storage.k8s.io/v1
  *   StorageClasses; snapshot.storage.k8s.io/v1 VolumeSnapshots and VolumeSnapshotContents;
  *   coordination.k8s.io/v1 Leases.
@@ -92,6 +92,21 @@ interface Watcher {
   readonly namespace: string | undefined;
   readonly selector: Readonly<Record<string, string>>;
   readonly response: ServerResponse;
+}
+
+/** A list or watch: which objects. */
+interface Collection {
+  readonly resource: ResourceType;
+  readonly namespace: string | undefined;
+  readonly selector: Readonly<Record<string, string>>;
+}
+
+function collection(parsed: ParsedPath, query: Record<string, string>): Collection {
+  return {
+    resource: parsed.resource,
+    namespace: parsed.namespace,
+    selector: parseSelector(query["labelSelector"]),
+  };
 }
 
 interface ParsedPath {
@@ -227,9 +242,10 @@ export class FakeKubeApi {
     switch (method) {
       case "GET":
         if (name !== undefined) return this.getOne(res, resource, namespace, name);
-        if (query["watch"] === "true" || query["watch"] === "1")
-          return this.watch(res, resource, namespace, query);
-        return this.listMany(res, resource, namespace, query);
+        if (query["watch"] === "true" || query["watch"] === "1") {
+          return this.watch(res, collection(parsed, query), query["resourceVersion"]);
+        }
+        return this.listMany(res, collection(parsed, query));
       case "POST":
         return this.create(res, resource, namespace, body as KubeObject);
       case "PUT":
@@ -260,13 +276,8 @@ export class FakeKubeApi {
     sendJson(res, 200, object);
   }
 
-  private listMany(
-    res: ServerResponse,
-    resource: ResourceType,
-    namespace: string | undefined,
-    query: Record<string, string>,
-  ): void {
-    const selector = parseSelector(query["labelSelector"]);
+  private listMany(res: ServerResponse, request: Collection): void {
+    const { resource, namespace, selector } = request;
     const items = [...this.objects.values()].filter((o) => matches(o, resource, namespace, selector));
     sendJson(res, 200, {
       apiVersion: resource.groupVersion,
@@ -276,16 +287,10 @@ export class FakeKubeApi {
     });
   }
 
-  private watch(
-    res: ServerResponse,
-    resource: ResourceType,
-    namespace: string | undefined,
-    query: Record<string, string>,
-  ): void {
-    const selector = parseSelector(query["labelSelector"]);
+  private watch(res: ServerResponse, request: Collection, from: string | undefined): void {
+    const { resource, namespace, selector } = request;
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
     const watcher: Watcher = { resource, namespace, selector, response: res };
-    const from = query["resourceVersion"];
     if (from === undefined || from === "" || from === "0") {
       // No starting point: the current state as ADDED events, then changes.
       for (const object of this.objects.values()) {
@@ -333,15 +338,7 @@ export class FakeKubeApi {
     const key = objectKey(resource, namespace, name);
     const existing = this.objects.get(key);
     if (existing === undefined) return notFound(res, resource, name);
-    const sent = body.metadata?.resourceVersion;
-    if (sent !== undefined && sent !== existing.metadata?.resourceVersion) {
-      return sendStatus(
-        res,
-        409,
-        "Conflict",
-        `Operation cannot be fulfilled on ${resource.resource} "${name}": the object has been modified`,
-      );
-    }
+    if (isStale(body, existing)) return conflict(res, resource, name);
     sendJson(res, 200, this.store(resource, key, structuredClone(body), "MODIFIED", existing));
   }
 
@@ -366,6 +363,8 @@ export class FakeKubeApi {
     const key = objectKey(resource, namespace, name);
     const existing = this.objects.get(key);
     if (existing === undefined) return notFound(res, resource, name);
+    // As the API server does: a resourceVersion in the patch is a precondition.
+    if (isStale(body as KubeObject | undefined, existing)) return conflict(res, resource, name);
     const patched = mergePatch(structuredClone(existing), body) as KubeObject;
     sendJson(res, 200, this.store(resource, key, patched, "MODIFIED", existing));
   }
@@ -535,6 +534,21 @@ function sendStatus(res: ServerResponse, code: number, reason: string, message: 
     reason,
     code,
   });
+}
+
+/** A write that names a resourceVersion other than the stored one (optimistic concurrency). */
+function isStale(sent: KubeObject | undefined, existing: KubeObject): boolean {
+  const version = sent?.metadata?.resourceVersion;
+  return version !== undefined && version !== existing.metadata?.resourceVersion;
+}
+
+function conflict(res: ServerResponse, resource: ResourceType, name: string): void {
+  sendStatus(
+    res,
+    409,
+    "Conflict",
+    `Operation cannot be fulfilled on ${resource.resource} "${name}": the object has been modified`,
+  );
 }
 
 function notFound(res: ServerResponse, resource: ResourceType, name: string): void {

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { execa } from "execa";
-import { CsiClient } from "../../../src/csi/client.js";
+import type { CsiClient } from "../../../src/csi/client.js";
 import type { RunningDriver } from "../../../src/server/driver.js";
 import type { EngineHost } from "../../../src/server/engine-wiring.js";
 import { startTestDriver } from "../support/driver.js";

@@ -4,23 +4,17 @@
  * real kernel (mkfs, mounts, data) is covered by test/e2e/suites/csi-lifecycle.test.ts in the VM.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { status, type ServiceError } from "@grpc/grpc-js";
-import { pino } from "pino";
-import { createControllerService } from "../../../src/controller/controller-service.js";
 import { makeId } from "../../../src/controller/ids.js";
-import { CsiClient } from "../../../src/csi/client.js";
-import { createIdentityHandlers } from "../../../src/identity/identity-service.js";
-import { createNodeService } from "../../../src/node/node-service.js";
-import { CsiServer } from "../../../src/server/server.js";
-import { StateStore } from "../../../src/state/store.js";
-import { ThinPoolEngine } from "../../../src/thinpool/engine.js";
-import { FakeKernel, silentLogger } from "../thinpool/fake-kernel.js";
+import type { CsiClient } from "../../../src/csi/client.js";
+import type { StateStore } from "../../../src/state/store.js";
+import type { FakeKernel } from "../thinpool/fake-kernel.js";
+import { SOCKET_DRIVER_TOPOLOGY_KEY, startSocketDriver, type SocketDriver } from "./socket-driver.js";
 
 const MiB = 1024 * 1024;
-const TOPOLOGY_KEY = "thinpool.csi.dev/node";
+const TOPOLOGY_KEY = SOCKET_DRIVER_TOPOLOGY_KEY;
 const mountCap = {
   access_mode: { mode: "SINGLE_NODE_WRITER" as const },
   mount: { fs_type: "ext4", mount_flags: [] },
@@ -37,63 +31,19 @@ async function rejects(promise: Promise<unknown>, code: status, pattern?: RegExp
 
 describe("CSI Controller and Node services over the socket (fake kernel)", function () {
   this.timeout(20_000);
-  let dir: string;
   let kubelet: string;
-  let server: CsiServer;
   let csi: CsiClient;
   let store: StateStore;
   let kernel: FakeKernel;
 
+  let driver: SocketDriver;
+
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), "tpcsi-services-"));
-    kubelet = join(dir, "kubelet");
-    mkdirSync(kubelet);
-    kernel = new FakeKernel();
-    store = StateStore.open(":memory:");
-    const engine = await ThinPoolEngine.open({
-      store,
-      runner: kernel,
-      logger: silentLogger,
-      pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
-      statusTtlMs: 0,
-      capacity: { overProvisioningRatio: 2, reservedDataPercent: 10, reservedMetadataPercent: 10 },
-    });
-    const logger = pino({ level: "silent" });
-    server = await CsiServer.start({
-      socketPath: join(dir, "csi.sock"),
-      socketMode: 0o600,
-      logger,
-      identity: createIdentityHandlers({
-        driverName: "thinpool.csi.dev",
-        version: "test",
-        readiness: { isReady: () => ({ ready: true }) },
-        logger,
-      }),
-      controller: createControllerService(engine, {
-        nodeId: "node-a",
-        topologyKey: TOPOLOGY_KEY,
-        fsTypes: ["ext4"],
-        defaultFsType: "ext4",
-        discardOnDelete: false,
-        isInUseOnNode: (device) => store.isInUseOnNode(device),
-      }),
-      node: createNodeService(engine, store, kernel, {
-        nodeId: "node-a",
-        topologyKey: TOPOLOGY_KEY,
-        kubeletDir: kubelet,
-        fsTypes: ["ext4"],
-        defaultFsType: "ext4",
-        maxVolumesPerNode: 100,
-      }),
-    });
-    csi = new CsiClient(join(dir, "csi.sock"));
+    driver = await startSocketDriver();
+    ({ kubelet, csi, store, kernel } = driver);
   });
 
-  afterEach(async () => {
-    csi.close();
-    await server.shutdown();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => driver.close());
 
   const createVolume = (name: string, bytes = 8 * MiB, extra: Record<string, unknown> = {}) =>
     csi.controller("CreateVolume", {
@@ -270,6 +220,15 @@ describe("CSI Controller and Node services over the socket (fake kernel)", funct
         }),
         status.RESOURCE_EXHAUSTED,
         /lives on node node-b/,
+      );
+      // A clone too: RESOURCE_EXHAUSTED is what makes csi-provisioner drop the selected node and the
+      // scheduler try again, instead of retrying on the wrong node (NOT_FOUND) or every 5 min (INVALID_ARGUMENT).
+      await rejects(
+        createVolume("clone-elsewhere", 8 * MiB, {
+          volume_content_source: { volume: { volume_id: vol.replace("@node-a", "@node-b") } },
+        }),
+        status.RESOURCE_EXHAUSTED,
+        /lives on node node-b, not on node-a/,
       );
     });
 

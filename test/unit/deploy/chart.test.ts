@@ -156,6 +156,7 @@ describe("deploy: Helm chart", () => {
       "ClusterRoleBinding",
       "ConfigMap",
       "DaemonSet",
+      "Deployment",
       "PriorityClass",
       "Role",
       "RoleBinding",
@@ -207,10 +208,7 @@ describe("deploy: Helm chart", () => {
     assert.equal(spec.volumes?.find((v) => v.name === "state")?.hostPath?.path, "/srv/thinpool-csi");
     const text = JSON.stringify(r.objects);
     assert.ok(!text.includes("/var/lib/kubelet"), "no path of the default kubelet dir is left");
-    assert.equal(
-      only(r.objects, "Deployment").spec && (only(r.objects, "Deployment").spec as JsonObject).replicas,
-      3,
-    );
+    assert.equal((only(r.objects, "Deployment", "tp-snapshot-controller").spec as JsonObject).replicas, 3);
   });
 
   it("renders the pool configuration into the driver's config file, and restarts the driver when it changes", () => {
@@ -458,9 +456,13 @@ describe("deploy: Helm chart", () => {
     assertWellFormed(noRbac);
     assert.ok(!noRbac.objects.some((o) => /Role/.test(o.kind)));
     const ownSa = render({ serviceAccount: { create: false, name: "my-sa" } });
-    assert.ok(!ownSa.objects.some((o) => o.kind === "ServiceAccount"));
+    // serviceAccount.* is the node pods' account; the placement controller always has its own.
+    const nodeObjects = ownSa.objects.filter(
+      (o) => o.metadata.labels?.["app.kubernetes.io/component"] !== "placement-controller",
+    );
+    assert.ok(!nodeObjects.some((o) => o.kind === "ServiceAccount"));
     assert.equal(podSpec(only(ownSa.objects, "DaemonSet")).serviceAccountName, "my-sa");
-    for (const b of ownSa.objects.filter((o) => o.kind.endsWith("Binding")))
+    for (const b of nodeObjects.filter((o) => o.kind.endsWith("Binding")))
       assert.deepEqual(b.subjects, [{ kind: "ServiceAccount", name: "my-sa", namespace: NAMESPACE }]);
     const noPc = render({ priorityClass: { create: false } });
     assert.ok(!noPc.objects.some((o) => o.kind === "PriorityClass"));

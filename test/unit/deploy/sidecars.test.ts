@@ -143,19 +143,26 @@ const SIDECARS: Record<string, Requirement> = {
   },
 };
 
-/** The driver container's own API use (placement controller, events on PVCs and Nodes). */
+/** The driver container's own API use (events on Nodes; `thinpool-csi orphans`). */
 const DRIVER_RULES: Table = sorted({
-  "core/persistentvolumeclaims": ["get", "list", "watch", "patch"],
-  "core/persistentvolumes": ["get", "list", "watch"],
-  "snapshot.storage.k8s.io/volumesnapshots": ["get", "list", "watch"],
-  "snapshot.storage.k8s.io/volumesnapshotcontents": ["get", "list", "watch"],
-  "storage.k8s.io/storageclasses": ["get", "list", "watch"],
   "core/events": ["create", "patch"],
-  "events.k8s.io/events": ["create", "patch"],
   "core/nodes": ["get"],
+  "core/persistentvolumes": ["list"],
+  "snapshot.storage.k8s.io/volumesnapshotcontents": ["list"],
 });
-const DRIVER_NAMESPACE_RULES: Table = sorted({
-  "coordination.k8s.io/leases": ["get", "list", "watch", "create", "update", "patch"],
+
+/** The placement controller Deployment: what it reads, the PVC annotation it patches, its Lease. */
+const PLACEMENT_RULES: Table = sorted({
+  "core/persistentvolumeclaims": ["get", "list", "watch", "patch"],
+  "core/persistentvolumes": ["get"],
+  "snapshot.storage.k8s.io/volumesnapshots": ["get"],
+  "snapshot.storage.k8s.io/volumesnapshotcontents": ["get"],
+  "storage.k8s.io/storageclasses": ["list"],
+  "core/nodes": ["get", "list"],
+  "core/events": ["create", "patch"],
+});
+const PLACEMENT_NAMESPACE_RULES: Table = sorted({
+  "coordination.k8s.io/leases": ["get", "create", "update"],
 });
 
 /** snapshot-controller v8 runner rules plus the nodes rule that --enable-distributed-snapshotting needs. */
@@ -193,15 +200,14 @@ const SNAPSHOT_CONTROLLER_RULES: Table = sorted({
   "core/nodes": ["get", "list", "watch"],
 });
 
-/** Flags of `thinpool-csi serve`, read from the contract in docs/CONFIGURATION.md. */
-function documentedDriverFlags(): Set<string> {
+/** Flags of `thinpool-csi <command>`, from its "## Flags of `<command>`" table in docs/CONFIGURATION.md. */
+function documentedFlags(command: string): Set<string> {
   const doc = readFileSync(join(repoRoot(), "docs", "CONFIGURATION.md"), "utf8");
-  const flags = new Set([...doc.matchAll(/^\|\s*`(--[a-z0-9-]+)`\s*\|/gm)].map((m) => m[1]!));
-  assert.ok(flags.has("--endpoint") && flags.has("--config"), "CONFIGURATION.md flag table parsed");
+  const section = doc.split(/^## /m).find((s) => s.startsWith(`Flags of \`${command}\``)) ?? "";
+  const flags = new Set([...section.matchAll(/^\|\s*`(--[a-z0-9-]+)`\s*\|/gm)].map((m) => m[1]!));
+  assert.ok(flags.size > 0, `CONFIGURATION.md flag table of ${command} parsed`);
   return flags;
 }
-/** Announced for the placement controller (values driver.placementController.enabled). */
-const FORTHCOMING_DRIVER_FLAGS = new Set(["--placement-controller"]);
 
 function envFieldPath(c: Container, name: string): string | undefined {
   return c.env?.find((e) => e.name === name)?.valueFrom?.fieldRef?.fieldPath;
@@ -295,12 +301,10 @@ function checkNodePlugin(objects: K8sObject[], kubeletDir: string): void {
   // the driver: documented flags only, node identity, privileged, udev off, bidirectional kubelet mounts
   const dargs = driver.args ?? [];
   assert.equal(dargs[0], "serve");
-  const documented = documentedDriverFlags();
+  const documented = documentedFlags("serve");
+  assert.ok(documented.has("--endpoint") && documented.has("--config"), "CONFIGURATION.md flag table parsed");
   for (const flag of argMap(dargs.slice(1)).keys())
-    assert.ok(
-      documented.has(flag) || FORTHCOMING_DRIVER_FLAGS.has(flag),
-      `driver flag ${flag} is in CONFIGURATION.md`,
-    );
+    assert.ok(documented.has(flag), `driver flag ${flag} is in CONFIGURATION.md`);
   const dmap = argMap(dargs.slice(1));
   assert.equal(dmap.get("--node-id"), "$(NODE_NAME)");
   // CONFIGURATION.md: keep the pod's grace period longer than the driver's shutdown timeout
@@ -360,7 +364,7 @@ function checkRbac(objects: K8sObject[], nodeServiceAccount: string, namespace =
       .map((s) => `${s.kind}:${s.namespace}/${s.name}`);
 
   const expect: Record<string, [Table | null, Table | null]> = {
-    "thinpool-csi": [DRIVER_RULES, DRIVER_NAMESPACE_RULES],
+    "thinpool-csi": [DRIVER_RULES, null],
     ...Object.fromEntries(Object.entries(SIDECARS).map(([n, r]) => [n, [r.clusterRules, r.namespaceRules]])),
   };
   const sa = `ServiceAccount:${namespace}/${nodeServiceAccount}`;
@@ -399,17 +403,40 @@ describe("deploy: sidecars and RBAC", () => {
     checkRbac(objects, "thinpool-csi-node");
   });
 
-  it("chart with another kubelet dir, metrics off and the placement controller on", () => {
+  it("chart with another kubelet dir and metrics off", () => {
     const objects = render({
       kubeletDir: "/var/snap/microk8s/common/var/lib/kubelet/",
       metrics: { enabled: false },
-      driver: { placementController: { enabled: true } },
     }).objects;
     checkNodePlugin(objects, "/var/snap/microk8s/common/var/lib/kubelet");
     checkRbac(objects, "thinpool-csi-node");
     const args = container(podSpec(only(objects, "DaemonSet")), "thinpool-csi").args ?? [];
-    assert.ok(args.includes("--placement-controller"));
     assert.ok(args.includes("--metrics-address="), "empty --metrics-address disables metrics");
+  });
+
+  it("the placement controller: documented flags, Lease identity from the pod, least-privilege RBAC of its own", () => {
+    for (const objects of [render().objects, [...readCommittedManifests().values()].flat()]) {
+      const dep = only(objects, "Deployment", "thinpool-csi-placement");
+      const spec = podSpec(dep);
+      assert.equal(spec.serviceAccountName, "thinpool-csi-placement");
+      const c = container(spec, "placement-controller");
+      assert.equal(c.args?.[0], "placement-controller");
+      const documented = documentedFlags("placement-controller");
+      for (const flag of argMap(c.args?.slice(1)).keys())
+        assert.ok(documented.has(flag), `placement-controller flag ${flag} is in CONFIGURATION.md`);
+      assert.equal(envFieldPath(c, "POD_NAME"), "metadata.name");
+      assert.equal(envFieldPath(c, "NAMESPACE"), "metadata.namespace");
+      assert.equal(c.image, container(podSpec(only(objects, "DaemonSet")), "thinpool-csi").image);
+      const ofPlacement = (kind: string) =>
+        only(
+          objects.filter((o) => o.metadata.labels?.["thinpool.csi.dev/container"] === "placement-controller"),
+          kind,
+        );
+      assert.deepEqual(permissionTable(rules(ofPlacement("ClusterRole"))), PLACEMENT_RULES);
+      assert.deepEqual(permissionTable(rules(ofPlacement("Role"))), PLACEMENT_NAMESPACE_RULES);
+    }
+    const off = render({ placementController: { enabled: false } }).objects;
+    assert.ok(!off.some((o) => o.metadata.name === "thinpool-csi-placement"));
   });
 
   it("plain manifests: the same checks", () => {
@@ -420,7 +447,7 @@ describe("deploy: sidecars and RBAC", () => {
 
   it("the bundled snapshot-controller runs distributed snapshotting with node access", () => {
     const objects = render({ snapshotController: { enabled: true } }).objects;
-    const dep = only(objects, "Deployment");
+    const dep = only(objects, "Deployment", "thinpool-csi-snapshot-controller");
     const c = container(podSpec(dep), "snapshot-controller");
     const args = argMap(c.args);
     assert.equal(args.get("--enable-distributed-snapshotting"), "true");
@@ -437,7 +464,12 @@ describe("deploy: sidecars and RBAC", () => {
     assert.equal(podSpec(dep).serviceAccountName, dep.metadata.name);
     // the node plugin's RBAC is unchanged by it
     checkRbac(
-      objects.filter((o) => o.metadata.labels?.["app.kubernetes.io/component"] !== "snapshot-controller"),
+      objects.filter(
+        (o) =>
+          !["snapshot-controller", "placement-controller"].includes(
+            o.metadata.labels?.["app.kubernetes.io/component"] ?? "",
+          ),
+      ),
       "thinpool-csi-node",
     );
   });
