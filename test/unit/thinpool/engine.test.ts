@@ -428,6 +428,24 @@ describe("start-up reconciliation (fake kernel)", () => {
     assert.equal((await reopened.engine.readiness()).ready, true);
   });
 
+  it("reads every live table in one dmsetup call at start-up, however many devices are active", async () => {
+    const { engine, kernel, store } = await openEngine();
+    for (const name of ["v1", "v2", "v3"]) {
+      await engine.createVolume({ name, sizeBytes: MiB });
+      await engine.activate(name);
+    }
+    kernel.calls = [];
+    const reopened = await openEngine(kernel, store);
+    const tableCalls = kernel.calls.filter((argv) => argv[1] === "table");
+    assert.equal(tableCalls.filter((argv) => argv.length === 2).length, 1, "one `dmsetup table` for all");
+    assert.deepEqual(
+      tableCalls.filter((argv) => argv[2]?.startsWith("tpcsi-")),
+      [],
+      "no `dmsetup table <device>` per device",
+    );
+    assert.equal(reopened.engine.lastReconcile?.checked, 3);
+  });
+
   it("resumes a device left suspended by a crash mid-snapshot", async () => {
     const { engine, kernel, store } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
