@@ -279,10 +279,18 @@ export function createControllerService(
     },
 
     async ListVolumes(request) {
-      return listPage(request.max_entries, request.starting_token, "volume", engine, async (device) => ({
-        volume: volumeMessage(device),
-        status: { volume_condition: await condition(device) },
-      })).then(([entries, next_token]) => ({ entries, next_token }));
+      const [entries, next_token] = await listPage(
+        request.max_entries,
+        request.starting_token,
+        "volume",
+        engine,
+        async (devices) =>
+          (await engine.deviceConditions(devices)).map(([device, c]) => ({
+            volume: volumeMessage(device),
+            status: { volume_condition: { abnormal: c.abnormal, message: c.message } },
+          })),
+      );
+      return { entries, next_token };
     },
 
     async ControllerGetVolume(request) {
@@ -375,7 +383,7 @@ export function createControllerService(
         request.starting_token,
         "snapshot",
         engine,
-        async (device) => ({ snapshot: snapshotMessage(device) }),
+        async (devices) => devices.map((device) => ({ snapshot: snapshotMessage(device) })),
         filter?.device,
       );
       return { entries, next_token };
@@ -394,7 +402,7 @@ async function listPage<T>(
   token: string,
   kind: "volume" | "snapshot",
   engine: ThinPoolEngine,
-  toEntry: (device: DeviceRecord) => Promise<T>,
+  toEntries: (devices: DeviceRecord[]) => Promise<T[]>,
   parent?: string,
 ): Promise<[T[], string]> {
   if (maxEntries < 0) throw new CsiError(status.INVALID_ARGUMENT, "max_entries must not be negative");
@@ -409,7 +417,7 @@ async function listPage<T>(
   });
   const page = limit ? devices.slice(0, limit) : devices;
   const next = limit && devices.length > limit ? (page[page.length - 1]?.name ?? "") : "";
-  return [await Promise.all(page.map(toEntry)), next];
+  return [await toEntries(page), next];
 }
 
 function capacityRange(range: CapacityRange__Output | null | undefined): {

@@ -28,7 +28,7 @@ import { asEngineError, describe, EngineError, isErrno } from "./errors.js";
 import { grownDevices, growPoolToDevices } from "./pool-growth.js";
 import { assemblePool, type PoolSpec } from "./pool-source.js";
 import { reconcile } from "./reconcile.js";
-import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type PoolStatus } from "./status.js";
+import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type DmInfo, type PoolStatus } from "./status.js";
 
 export interface EngineOptions {
   store: StateStore;
@@ -89,6 +89,7 @@ export class ThinPoolEngine {
   private readonly observer: EngineObserver;
   private readonly statusTtlMs: number;
   private readonly statusCache = new Map<string, { at: number; status: PoolStatus }>();
+  private readonly statusReads = new Map<string, Promise<PoolStatus>>();
   private readyState: { ready: boolean; reason?: string } = {
     ready: false,
     reason: "start-up reconciliation has not finished",
@@ -181,9 +182,21 @@ export class ThinPoolEngine {
   async poolStatus(pool: string, fresh = false): Promise<PoolStatus> {
     const cached = this.statusCache.get(pool);
     if (!fresh && cached && Date.now() - cached.at < this.statusTtlMs) return cached.status;
-    const status = parsePoolStatus(await this.ctx.dm.status(this.pool(pool).dmName));
-    this.statusCache.set(pool, { at: Date.now(), status });
-    return status;
+    // Readers that arrive together share one `dmsetup status`: a ListVolumes page asks once per volume,
+    // and each of them spawned its own process when the cache had just expired.
+    const shared = this.statusReads.get(pool);
+    if (!fresh && shared) return shared;
+    const read = this.ctx.dm.status(this.pool(pool).dmName).then((line) => {
+      const status = parsePoolStatus(line);
+      this.statusCache.set(pool, { at: Date.now(), status });
+      return status;
+    });
+    this.statusReads.set(pool, read);
+    try {
+      return await read;
+    } finally {
+      if (this.statusReads.get(pool) === read) this.statusReads.delete(pool);
+    }
   }
 
   async poolUsage(pool: string, fresh = false): Promise<PoolUsage> {
@@ -228,6 +241,28 @@ export class ThinPoolEngine {
 
   /** Health of a device for CSI VolumeCondition: missing, faulty, inactive when it should be active, pool trouble. */
   async deviceCondition(name: string): Promise<DeviceCondition> {
+    return this.conditionOf(name, (dmName) => this.ctx.dm.info(dmName));
+  }
+
+  /** Conditions of many devices (a ListVolumes page) with one `dmsetup info` for all, not one each. */
+  async deviceConditions<T extends { name: string }>(devices: readonly T[]): Promise<[T, DeviceCondition][]> {
+    let all: Promise<Map<string, DmInfo>> | undefined;
+    const lookup = async (dmName: string): Promise<DmInfo | undefined> => {
+      all ??= this.ctx.dm.infoAll().then((infos) => new Map(infos.map((info) => [info.name, info])));
+      return (await all).get(dmName);
+    };
+    return Promise.all(
+      devices.map(async (device): Promise<[T, DeviceCondition]> => [
+        device,
+        await this.conditionOf(device.name, lookup),
+      ]),
+    );
+  }
+
+  private async conditionOf(
+    name: string,
+    liveInfo: (dmName: string) => Promise<DmInfo | undefined>,
+  ): Promise<DeviceCondition> {
     const device = this.ctx.store.getDevice(name);
     if (!device) return { abnormal: true, message: `device ${name} is not in the state store` };
     if (device.state === DeviceState.Faulty)
@@ -242,7 +277,7 @@ export class ThinPoolEngine {
     if (status.mode === "out_of_data_space")
       return { abnormal: true, message: `pool ${device.pool} is out of data space: writes fail` };
     if (device.state === DeviceState.Active) {
-      const info = await this.ctx.dm.info(dmNameOf(this.ctx, name));
+      const info = await liveInfo(dmNameOf(this.ctx, name));
       if (!info)
         return { abnormal: true, message: "device should be active but has no device-mapper device" };
       if (info.suspended) return { abnormal: true, message: "device is suspended: I/O is frozen" };

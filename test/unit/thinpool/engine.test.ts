@@ -306,6 +306,29 @@ describe("ThinPoolEngine (fake kernel)", () => {
     assert.match((await engine.deviceCondition("v1")).message, /read-only/);
     assert.match((await engine.deviceCondition("ghost")).message, /not in the state store/);
   });
+
+  it("answers the conditions of many devices with one dmsetup info and one pool status", async () => {
+    const { engine, kernel } = await openEngine();
+    const names = ["v1", "v2", "v3", "v4"];
+    for (const name of names) await engine.createVolume({ name, sizeBytes: MiB });
+    for (const name of names.slice(0, 3)) await engine.activate(name);
+    kernel.devices.delete("tpcsi-v3");
+    kernel.calls = [];
+    const conditions = await engine.deviceConditions(names.map((name) => ({ name })));
+    assert.deepEqual(
+      conditions.map(([d, c]) => [d.name, c.abnormal]),
+      [
+        ["v1", false],
+        ["v2", false],
+        ["v3", true],
+        ["v4", false],
+      ],
+    );
+    assert.deepEqual(
+      kernel.calls.map((c) => c.slice(1, 3)),
+      [["status", "pool0"], ["info"]],
+    );
+  });
 });
 
 describe("existing pools by name (fake kernel)", () => {
