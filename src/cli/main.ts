@@ -5,10 +5,6 @@
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-import { ConfigError, parseServeArgs, serveUsage } from "../server/config.js";
-import { startDriver, type DriverFactories } from "../server/driver.js";
-import { thinpoolDriverFactories, type EngineHost } from "../server/engine-wiring.js";
-import { SocketInUseError } from "../server/server.js";
 import { errorMessage } from "../util/errors.js";
 import { readPackageVersion } from "../util/package-info.js";
 
@@ -29,9 +25,6 @@ export interface CliIo {
   readonly stderr: (text: string) => void;
 }
 
-/** The thin-pool engine and the Controller/Node services (src/server/engine-wiring.ts). */
-export const driverFactories: DriverFactories<EngineHost> = thinpoolDriverFactories;
-
 /**
  * Runs a command. Returns the exit code, or "serving" when the server was started (the process then
  * lives until a signal shuts it down).
@@ -40,6 +33,11 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
   const [command, ...rest] = argv;
   switch (command) {
     case "serve": {
+      // Loaded here, not at the top: gRPC, SQLite and the engine cost seconds of start-up in a slow VM,
+      // and `--version` or `--help` need none of them.
+      const { ConfigError, parseServeArgs, serveUsage } = await import("../server/config.js");
+      const { startDriver } = await import("../server/driver.js");
+      const { thinpoolDriverFactories } = await import("../server/engine-wiring.js");
       let parsed;
       try {
         parsed = parseServeArgs(rest, { env: io.env });
@@ -56,7 +54,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
         io.stdout(`${serveUsage()}\n`);
         return 0;
       }
-      await startDriver(parsed.config, driverFactories);
+      await startDriver(parsed.config, thinpoolDriverFactories);
       return "serving";
     }
     case "status":
@@ -76,6 +74,11 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number |
       io.stderr(`thinpool-csi: unknown command '${command}'\n\n${USAGE}\n`);
       return EXIT_USAGE;
   }
+}
+
+/** SocketInUseError, recognised by name so that this module does not load the server for it. */
+function isSocketInUse(error: unknown): boolean {
+  return error instanceof Error && error.name === "SocketInUseError";
 }
 
 function isEntryPoint(): boolean {
@@ -106,7 +109,7 @@ if (isEntryPoint()) {
     (error: unknown) => {
       process.stderr.write(`thinpool-csi: ${errorMessage(error)}\n`);
       // An expected refusal needs no stack; anything else does, to be fixed.
-      if (!(error instanceof SocketInUseError) && error instanceof Error && error.stack !== undefined) {
+      if (!isSocketInUse(error) && error instanceof Error && error.stack !== undefined) {
         process.stderr.write(`${error.stack}\n`);
       }
       process.exitCode = 1;
