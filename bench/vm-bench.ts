@@ -7,12 +7,12 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { StateStore } from "../src/state/store.js";
 import { DeviceState } from "../src/state/types.js";
 import { ThinPoolEngine } from "../src/thinpool/engine.js";
 import { parsePoolStatus } from "../src/thinpool/status.js";
+import { removeAllDmDevices, zeroHead } from "../test/e2e/support/vm-env.js";
 import { BenchDriver, type DriverSetup } from "./driver-control.js";
 import type { DriverStats } from "./driver-protocol.js";
 import type { BenchResults, BenchSizes, CallCounts } from "./results.js";
@@ -84,25 +84,6 @@ async function poolTxid(pool = POOL_DM): Promise<bigint> {
 async function poolDevno(pool = POOL_DM): Promise<string> {
   const info = await run("dmsetup", ["info", "-c", "--noheadings", "-o", "major,minor", pool]);
   return info.trim();
-}
-
-async function zeroHead(device: string): Promise<void> {
-  const handle = await open(device, "r+");
-  try {
-    await handle.write(Buffer.alloc(MiB), 0, MiB, 0);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function removeAllDm(): Promise<void> {
-  const names = (await run("dmsetup", ["ls"]))
-    .split("\n")
-    .map((l) => l.split(/\s+/)[0] ?? "")
-    .filter((n) => n && n !== "No");
-  const pools = names.filter((n) => n.startsWith("thinpool-csi-") || n.includes("pool"));
-  for (const n of [...names.filter((n) => !pools.includes(n)), ...pools]) await run("dmsetup", ["remove", n]);
 }
 
 /** A writer that keeps the filesystem busy (and flushing) while snapshots are taken. */
@@ -346,7 +327,7 @@ async function byHand(): Promise<ByHand> {
 // ------------------------------------------------------------------ LVM
 
 async function lvm(): Promise<{ create: number[]; snapshot: number[]; remove: number[] }> {
-  await removeAllDm();
+  await removeAllDmDevices();
   await zeroHead(DATA);
   await zeroHead(META);
   const vg = "benchvg";
@@ -410,7 +391,7 @@ async function lvm(): Promise<{ create: number[]; snapshot: number[]; remove: nu
 async function main(): Promise<void> {
   const kernel = (await run("uname", ["-r"])).trim();
   log(`kernel ${kernel}; sizes ${JSON.stringify(sizes)}`);
-  await removeAllDm();
+  await removeAllDmDevices();
   await zeroHead(META);
   mkdirSync(root, { recursive: true });
   await run("mkfs.ext4", ["-q", "-F", STATE]);
@@ -597,7 +578,7 @@ async function main(): Promise<void> {
   await driver.stop();
 
   // 7. Discard: a loop pool is where the driver discards on delete; by hand on the same pool.
-  await removeAllDm();
+  await removeAllDmDevices();
   const loop = await discardRun();
   await run("losetup", ["-D"]);
 
