@@ -95,8 +95,24 @@ function startWriteLoad(mountPoint: string): ChildProcess {
   );
 }
 
-function stopWriteLoad(load: ChildProcess): void {
+/** Stops the writer and waits until its last dd has let go of the filesystem. */
+async function stopWriteLoad(load: ChildProcess): Promise<void> {
+  const exited = new Promise((resolve) => load.once("exit", resolve));
   if (load.pid) process.kill(-load.pid, "SIGKILL");
+  await exited;
+}
+
+/** umount, retried while a just-killed writer still holds the filesystem. */
+async function unmount(path: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await run("umount", [path]);
+      return;
+    } catch (err) {
+      if (attempt >= 40) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 function counts(before: DriverStats, after: DriverStats, calls: number): CallCounts {
@@ -285,7 +301,7 @@ async function byHand(): Promise<ByHand> {
     ]);
   }
   const snapSteps = await timedShellLoop(snaps);
-  stopWriteLoad(load);
+  await stopWriteLoad(load);
 
   log(`by hand: ${sizes.stages} restores (create_snap, set_transaction_id, dmsetup create, mount)`);
   const restores: Iteration[] = [];
@@ -306,7 +322,7 @@ async function byHand(): Promise<ByHand> {
 
   // Leave the pool as the driver expects it: no device it does not know.
   for (const name of [...restored, ...staged.map((s) => s.name)]) {
-    await run("umount", [join(root, "raw", name)]);
+    await unmount(join(root, "raw", name));
     await run("dmsetup", ["remove", name]);
   }
   await timedShellLoop(
@@ -380,8 +396,8 @@ async function lvm(): Promise<{ create: number[]; snapshot: number[]; remove: nu
     [["lvcreate", "-qq", "-s", "-n", `snap${i}`, `${vg}/origin`]],
   ]);
   const snapshot = (await timedShellLoop(snaps)).map(sum);
-  stopWriteLoad(load);
-  await run("umount", [mnt]);
+  await stopWriteLoad(load);
+  await unmount(mnt);
   await run("vgchange", ["-qan", vg]);
   return { create, snapshot, remove };
 }
@@ -457,7 +473,7 @@ async function main(): Promise<void> {
     createSnapshot(driver, `snap-load-${i}`, origin),
   );
   const snapStats = await driver.stats("reset");
-  stopWriteLoad(load);
+  await stopWriteLoad(load);
   const driverFreeze = freezeWindows(snapStats);
 
   log(`driver: ${sizes.stages} restores (CreateVolume from a snapshot + NodeStage)`);
