@@ -314,15 +314,26 @@ export function createControllerService(
     },
 
     async ListVolumes(request) {
-      return listPage(request.max_entries, request.starting_token, "volume", engine, async (device) => ({
-        // CSI's Volume has no creation time; the orphan report needs it (its grace period), so the listing
-        // adds it to the context. CreateVolume's context (kept in the PV) does not carry it.
-        volume: {
-          ...volumeMessage(device),
-          volume_context: { ...volumeMessage(device).volume_context, createdAt: device.createdAt },
-        },
-        status: { volume_condition: await condition(device) },
-      })).then(([entries, next_token]) => ({ entries, next_token }));
+      const [entries, next_token] = await listPage(
+        request.max_entries,
+        request.starting_token,
+        "volume",
+        engine,
+        async (devices) =>
+          (await engine.deviceConditions(devices)).map(([device, c]) => {
+            const volume = volumeMessage(device);
+            return {
+              // CSI's Volume has no creation time; the orphan report needs it (its grace period), so the
+              // listing adds it to the context. CreateVolume's context (kept in the PV) does not carry it.
+              volume: {
+                ...volume,
+                volume_context: { ...volume.volume_context, createdAt: device.createdAt },
+              },
+              status: { volume_condition: { abnormal: c.abnormal, message: c.message } },
+            };
+          }),
+      );
+      return { entries, next_token };
     },
 
     async ControllerGetVolume(request) {
@@ -418,7 +429,7 @@ export function createControllerService(
         request.starting_token,
         "snapshot",
         engine,
-        async (device) => ({ snapshot: snapshotMessage(device) }),
+        async (devices) => devices.map((device) => ({ snapshot: snapshotMessage(device) })),
         filter?.device,
       );
       return { entries, next_token };
@@ -437,7 +448,7 @@ async function listPage<T>(
   token: string,
   kind: "volume" | "snapshot",
   engine: ThinPoolEngine,
-  toEntry: (device: DeviceRecord) => Promise<T>,
+  toEntries: (devices: DeviceRecord[]) => Promise<T[]>,
   parent?: string,
 ): Promise<[T[], string]> {
   if (maxEntries < 0) throw new CsiError(status.INVALID_ARGUMENT, "max_entries must not be negative");
@@ -452,7 +463,7 @@ async function listPage<T>(
   });
   const page = limit ? devices.slice(0, limit) : devices;
   const next = limit && devices.length > limit ? (page[page.length - 1]?.name ?? "") : "";
-  return [await Promise.all(page.map(toEntry)), next];
+  return [await toEntries(page), next];
 }
 
 /** Whether two CreateVolume fingerprints name the same arguments, leaving the capacity range aside. */

@@ -10,7 +10,7 @@ import {
   type CapacityPolicy,
   type PoolUsage,
 } from "./capacity.js";
-import { ExecaRunner, type CommandRunner } from "./command.js";
+import { ProcessRunner, type CommandRunner } from "./command.js";
 import {
   deleteThinId,
   devicePathOf,
@@ -28,7 +28,21 @@ import { asEngineError, describe, EngineError, isErrno } from "./errors.js";
 import { grownDevices, growPoolToDevices } from "./pool-growth.js";
 import { assemblePool, type PoolSpec } from "./pool-source.js";
 import { reconcile } from "./reconcile.js";
-import { parsePoolStatus, parseThinStatus, parseThinTable, SECTOR_BYTES, type PoolStatus } from "./status.js";
+import {
+  parsePoolStatus,
+  parseThinStatus,
+  parseThinTable,
+  SECTOR_BYTES,
+  type DmInfo,
+  type PoolStatus,
+  type ThinStatus,
+} from "./status.js";
+
+/** How a condition check reads live dm state: one call per device, or one listing for a whole page. */
+interface LiveDeviceReader {
+  info(dmName: string): Promise<DmInfo | undefined>;
+  thinStatus(dmName: string): Promise<ThinStatus | undefined>;
+}
 
 export interface EngineOptions {
   store: StateStore;
@@ -89,6 +103,7 @@ export class ThinPoolEngine {
   private readonly observer: EngineObserver;
   private readonly statusTtlMs: number;
   private readonly statusCache = new Map<string, { at: number; status: PoolStatus }>();
+  private readonly statusReads = new Map<string, Promise<PoolStatus>>();
   private readyState: { ready: boolean; reason?: string } = {
     ready: false,
     reason: "start-up reconciliation has not finished",
@@ -104,7 +119,7 @@ export class ThinPoolEngine {
 
   /** Assembles every pool, records it, reconciles the store with the kernel, and only then is ready. */
   static async open(options: EngineOptions): Promise<ThinPoolEngine> {
-    const runner = options.runner ?? new ExecaRunner();
+    const runner = options.runner ?? new ProcessRunner();
     const logger = options.logger;
     const dm = new Dmsetup(runner, {
       ...options.dmsetup,
@@ -186,9 +201,21 @@ export class ThinPoolEngine {
   async poolStatus(pool: string, fresh = false): Promise<PoolStatus> {
     const cached = this.statusCache.get(pool);
     if (!fresh && cached && Date.now() - cached.at < this.statusTtlMs) return cached.status;
-    const status = parsePoolStatus(await this.ctx.dm.status(this.pool(pool).dmName));
-    this.statusCache.set(pool, { at: Date.now(), status });
-    return status;
+    // Readers that arrive together share one `dmsetup status`: a ListVolumes page asks once per volume,
+    // and each of them spawned its own process when the cache had just expired.
+    const shared = this.statusReads.get(pool);
+    if (!fresh && shared) return shared;
+    const read = this.ctx.dm.status(this.pool(pool).dmName).then((line) => {
+      const status = parsePoolStatus(line);
+      this.statusCache.set(pool, { at: Date.now(), status });
+      return status;
+    });
+    this.statusReads.set(pool, read);
+    try {
+      return await read;
+    } finally {
+      if (this.statusReads.get(pool) === read) this.statusReads.delete(pool);
+    }
   }
 
   async poolUsage(pool: string, fresh = false): Promise<PoolUsage> {
@@ -237,6 +264,40 @@ export class ThinPoolEngine {
    * read-only or is out of data space.
    */
   async deviceCondition(name: string, options: { shouldBeActive?: boolean } = {}): Promise<DeviceCondition> {
+    return this.conditionOf(name, options, {
+      info: (dmName) => this.ctx.dm.info(dmName),
+      thinStatus: async (dmName) => parseThinStatus(await this.ctx.dm.status(dmName)),
+    });
+  }
+
+  /** Conditions of many devices (a ListVolumes page) with one `dmsetup info` and one `status` for all. */
+  async deviceConditions<T extends { name: string }>(devices: readonly T[]): Promise<[T, DeviceCondition][]> {
+    let infos: Promise<Map<string, DmInfo>> | undefined;
+    let statuses: Promise<Map<string, string>> | undefined;
+    const live: LiveDeviceReader = {
+      info: async (dmName) => {
+        infos ??= this.ctx.dm.infoAll().then((all) => new Map(all.map((info) => [info.name, info])));
+        return (await infos).get(dmName);
+      },
+      thinStatus: async (dmName) => {
+        statuses ??= this.ctx.dm.statusAll("thin");
+        const line = (await statuses).get(dmName);
+        return line === undefined ? undefined : parseThinStatus(line);
+      },
+    };
+    return Promise.all(
+      devices.map(async (device): Promise<[T, DeviceCondition]> => [
+        device,
+        await this.conditionOf(device.name, {}, live),
+      ]),
+    );
+  }
+
+  private async conditionOf(
+    name: string,
+    options: { shouldBeActive?: boolean },
+    live: LiveDeviceReader,
+  ): Promise<DeviceCondition> {
     const device = this.ctx.store.getDevice(name);
     if (!device) return { abnormal: true, message: `device ${name} is not in the state store` };
     if (device.state === DeviceState.Faulty)
@@ -258,11 +319,11 @@ export class ThinPoolEngine {
       };
     if (shouldBeActive) {
       const dmName = dmNameOf(this.ctx, name);
-      const info = await this.ctx.dm.info(dmName);
+      const info = await live.info(dmName);
       if (!info)
         return { abnormal: true, message: "device should be active but has no device-mapper device" };
       if (info.suspended) return { abnormal: true, message: "device is suspended: I/O is frozen" };
-      if (!parseThinStatus(await this.ctx.dm.status(dmName)).healthy)
+      if ((await live.thinStatus(dmName))?.healthy === false)
         return { abnormal: true, message: "device has failed in the kernel (thin status Fail): I/O errors" };
     }
     return { abnormal: false, message: "healthy" };

@@ -12,6 +12,9 @@ import {
 import { asEngineError, CommandError, describe } from "./errors.js";
 import { parsePoolStatus, parsePoolTable, parseThinTable, SECTOR_BYTES, type DmInfo } from "./status.js";
 
+/** A dm device of ours found at start-up, with its table when it had one. */
+type LiveDevice = DmInfo & { table: string | undefined };
+
 /** Devices reactivated at once: dmsetup create does not message the pool, so they can run side by side. */
 const REACTIVATE_CONCURRENCY = 8;
 
@@ -43,8 +46,12 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
     durationMs: 0,
   };
   const prefix = `${ctx.prefix}-`;
-  const live = new Map<string, DmInfo>();
-  for (const info of await ctx.dm.infoAll()) if (info.name.startsWith(prefix)) live.set(info.name, info);
+  const live = new Map<string, LiveDevice>();
+  const infos = (await ctx.dm.infoAll()).filter((info) => info.name.startsWith(prefix));
+  // Every live table in one process: one `dmsetup table` per device made a restart with 2,000 active
+  // devices spawn 2,000 processes (docs/PERFORMANCE.md).
+  const tables = infos.length > 0 ? await ctx.dm.tableAll() : new Map<string, string>();
+  for (const info of infos) live.set(info.name, { ...info, table: tables.get(info.name) });
 
   for (const info of live.values()) {
     if (!info.suspended) continue;
@@ -107,7 +114,7 @@ async function settle(
   ctx: EngineContext,
   pool: PoolRuntime,
   device: DeviceRecord,
-  live: DmInfo | undefined,
+  live: LiveDevice | undefined,
   report: ReconcileReport,
 ): Promise<DeviceRecord | undefined> {
   const dmName = dmNameOf(ctx, device.name);
@@ -136,7 +143,7 @@ async function settle(
       const target = device.pending?.op === "resize" ? device.pending : undefined;
       if (!target) throw new Error("Resizing without a recorded target size");
       const grown = { ...device, sizeBytes: Math.max(device.sizeBytes, target.sizeBytes) };
-      if (live) await reloadIfShorter(ctx, pool, grown);
+      if (live) await reloadIfShorter(ctx, pool, grown, live.table);
       const state = live ? DeviceState.Active : target.fromState;
       const updated = ctx.store.updateDevice(device.name, {
         state,
@@ -150,7 +157,7 @@ async function settle(
     case DeviceState.Active: {
       if (!live) return device;
       if (live.deferredRemove) await ctx.dm.cancelDeferredRemove(dmName);
-      await reloadIfShorter(ctx, pool, device);
+      await reloadIfShorter(ctx, pool, device, live.table);
       if (device.state === DeviceState.Activating)
         ctx.store.updateDevice(device.name, { state: DeviceState.Active });
       return undefined;
@@ -190,9 +197,15 @@ async function removeEverywhere(
   ctx.store.deleteDevice(device.name);
 }
 
-async function reloadIfShorter(ctx: EngineContext, pool: PoolRuntime, device: DeviceRecord): Promise<void> {
+/** `liveTable`: the device's table as read at the start of reconciliation (read again when absent). */
+async function reloadIfShorter(
+  ctx: EngineContext,
+  pool: PoolRuntime,
+  device: DeviceRecord,
+  liveTable: string | undefined,
+): Promise<void> {
   const dmName = dmNameOf(ctx, device.name);
-  const table = parseThinTable(await ctx.dm.table(dmName));
+  const table = parseThinTable(liveTable ?? (await ctx.dm.table(dmName)));
   if (table.lengthSectors * SECTOR_BYTES >= device.sizeBytes) return;
   await ctx.dm.reload(dmName, thinTableOf(pool, device));
   await ctx.dm.resume(dmName);

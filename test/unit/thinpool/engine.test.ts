@@ -405,6 +405,29 @@ describe("ThinPoolEngine (fake kernel)", () => {
     assert.equal(suspends[0]?.pool, "p");
     assert.ok((suspends[0]?.frozenMs ?? -1) >= 0);
   });
+
+  it("answers the conditions of many devices with one dmsetup info, one thin status listing and one pool status", async () => {
+    const { engine, kernel } = await openEngine();
+    const names = ["v1", "v2", "v3", "v4"];
+    for (const name of names) await engine.createVolume({ name, sizeBytes: MiB });
+    for (const name of names.slice(0, 3)) await engine.activate(name);
+    kernel.devices.delete("tpcsi-v3");
+    kernel.calls = [];
+    const conditions = await engine.deviceConditions(names.map((name) => ({ name })));
+    assert.deepEqual(
+      conditions.map(([d, c]) => [d.name, c.abnormal]),
+      [
+        ["v1", false],
+        ["v2", false],
+        ["v3", true],
+        ["v4", false],
+      ],
+    );
+    assert.deepEqual(
+      kernel.calls.map((c) => c.slice(1, 3)),
+      [["status", "pool0"], ["info"], ["status", "--target"]],
+    );
+  });
 });
 
 describe("existing pools by name (fake kernel)", () => {
@@ -525,6 +548,24 @@ describe("start-up reconciliation (fake kernel)", () => {
     assert.equal(kernel.devices.has("tpcsi-s1"), false);
     assert.equal(reopened.engine.lastReconcile?.reactivated, 1);
     assert.equal((await reopened.engine.readiness()).ready, true);
+  });
+
+  it("reads every live table in one dmsetup call at start-up, however many devices are active", async () => {
+    const { engine, kernel, store } = await openEngine();
+    for (const name of ["v1", "v2", "v3"]) {
+      await engine.createVolume({ name, sizeBytes: MiB });
+      await engine.activate(name);
+    }
+    kernel.calls = [];
+    const reopened = await openEngine(kernel, store);
+    const tableCalls = kernel.calls.filter((argv) => argv[1] === "table");
+    assert.equal(tableCalls.filter((argv) => argv.length === 2).length, 1, "one `dmsetup table` for all");
+    assert.deepEqual(
+      tableCalls.filter((argv) => argv[2]?.startsWith("tpcsi-")),
+      [],
+      "no `dmsetup table <device>` per device",
+    );
+    assert.equal(reopened.engine.lastReconcile?.checked, 3);
   });
 
   it("resumes a device left suspended by a crash mid-snapshot", async () => {

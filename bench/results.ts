@@ -1,0 +1,77 @@
+/** What one benchmark run measured (written by bench/vm-bench.ts in the VM, read by bench/report.ts). */
+import type { Summary } from "./stats.js";
+
+export interface BenchSizes {
+  /** CreateVolume samples (driver, floor and LVM each). */
+  samples: number;
+  /** CreateSnapshot calls under write load. */
+  snapshots: number;
+  /** First NodeStage and restore samples. */
+  stages: number;
+  /** DeleteVolume samples, with and without discard. */
+  deletes: number;
+  scaleVolumes: number;
+  scaleSnapshots: number;
+  /** CreateVolume calls per concurrency level in the throughput test. */
+  throughputCalls: number;
+  /** Calls timed at the start and at the end of the scale test. */
+  scaleProbe: number;
+  volumeBytes: number;
+}
+
+/** Per-call costs counted inside the driver process. */
+export interface CallCounts {
+  spawnsPerCall: number;
+  statementsPerCall: number;
+}
+
+export interface BenchResults {
+  sizes: BenchSizes;
+  kernel: string;
+  createVolume: { driver: Summary; floor: Summary; lvm: Summary; counts: CallCounts };
+  /** strace over a few CreateVolume calls: fsync+fdatasync and execve per call. */
+  syscallsPerCreate: { fsyncs: number; execs: number } | null;
+  createSnapshot: {
+    driverFreeze: Summary;
+    driverCall: Summary;
+    floorFreeze: Summary;
+    floorCall: Summary;
+    lvmCall: Summary;
+    counts: CallCounts;
+  };
+  nodeStage: { driver: Summary; byHand: Summary; counts: CallCounts };
+  restore: { driver: Summary; byHand: Summary };
+  deleteVolume: {
+    driver: Summary;
+    floor: Summary;
+    lvm: Summary;
+    driverDiscard: Summary;
+    floorDiscard: Summary;
+    counts: CallCounts;
+  };
+  throughput: { concurrency: number; volumesPerSecond: number }[];
+  scale: {
+    devices: number;
+    createAtStart: Summary;
+    createAtVolumes: Summary;
+    createAtEnd: Summary;
+    snapshotAtStart: Summary;
+    snapshotAtEnd: Summary;
+    listVolumesPage: Summary;
+    listVolumesInactivePage: Summary;
+    listSnapshotsPage: Summary;
+    pageSize: number;
+  };
+  startup: {
+    emptyStartToReadyMs: number;
+    importsMs: number;
+    restartActive: number;
+    restartStartToReadyMs: number;
+    restartReconcileMs: number;
+    rebootReactivated: number;
+    rebootReconcileMs: number;
+    rebootStartToReadyMs: number;
+    rebootFloorMs: number;
+  };
+  memory: { idleRssBytes: number; scaleRssBytes: number; scaleHeapBytes: number };
+}
