@@ -13,7 +13,7 @@ import type { Readiness } from "../identity/identity-service.js";
 import type { FilesystemType } from "../node/filesystem.js";
 import { createNodeService } from "../node/node-service.js";
 import { StateStore } from "../state/store.js";
-import { ProcessRunner } from "../thinpool/command.js";
+import { ExecaRunner } from "../thinpool/command.js";
 import { ThinPoolEngine } from "../thinpool/engine.js";
 import type { PoolSpec } from "../thinpool/pool-source.js";
 import { errorMessage } from "../util/errors.js";
@@ -32,7 +32,7 @@ const POOL_VIEW_MAX_AGE_MS = 2 * REFRESH_MS;
 export class EngineHost implements DriverEngine {
   engine: ThinPoolEngine | undefined;
   readonly store: StateStore;
-  readonly runner = new ProcessRunner();
+  readonly runner = new ExecaRunner();
   private readiness: Readiness = {
     ready: false,
     reason: "assembling pools and reconciling the state store with the kernel",

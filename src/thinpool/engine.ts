@@ -10,7 +10,7 @@ import {
   type CapacityPolicy,
   type PoolUsage,
 } from "./capacity.js";
-import { ProcessRunner, type CommandRunner } from "./command.js";
+import { ExecaRunner, type CommandRunner } from "./command.js";
 import {
   deleteThinId,
   devicePathOf,
@@ -119,7 +119,7 @@ export class ThinPoolEngine {
 
   /** Assembles every pool, records it, reconciles the store with the kernel, and only then is ready. */
   static async open(options: EngineOptions): Promise<ThinPoolEngine> {
-    const runner = options.runner ?? new ProcessRunner();
+    const runner = options.runner ?? new ExecaRunner();
     const logger = options.logger;
     const dm = new Dmsetup(runner, {
       ...options.dmsetup,
