@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { ExecaRunner } from "../../../src/thinpool/command.js";
+import { CommandError } from "../../../src/thinpool/errors.js";
+
+describe("ExecaRunner (real processes on the host)", () => {
+  const runner = new ExecaRunner();
+
+  it("returns stdout without its final newline, with the runner's environment, and counts spawns", async () => {
+    const before = runner.spawned;
+    const { stdout } = await runner.run("sh", ["-c", 'printf "%s|%s\\n\\n" "$LC_ALL" "$DM_DISABLE_UDEV"']);
+    assert.equal(stdout, "C|1\n");
+    assert.equal(runner.spawned, before + 1);
+  });
+
+  it("gives the command an immediate end of input", async () => {
+    assert.equal((await runner.run("cat", [])).stdout, "");
+  });
+
+  it("turns a failure into a CommandError with the exit code and the kernel's errno", async () => {
+    await assert.rejects(
+      runner.run("sh", [
+        "-c",
+        "echo 'device-mapper: remove ioctl failed: Device or resource busy' >&2; exit 1",
+      ]),
+      (err: unknown) => {
+        assert.ok(err instanceof CommandError);
+        assert.equal(err.exitCode, 1);
+        assert.equal(err.errno, "EBUSY");
+        assert.equal(err.timedOut, false);
+        return true;
+      },
+    );
+  });
+
+  it("reports a missing binary as ENOENT and a hung command as timed out", async () => {
+    await assert.rejects(runner.run("no-such-binary-thinpool", []), (err: unknown) => {
+      assert.ok(err instanceof CommandError);
+      assert.equal(err.errno, "ENOENT");
+      assert.equal(err.exitCode, null);
+      return true;
+    });
+    await assert.rejects(runner.run("sleep", ["5"], { timeoutMs: 100 }), (err: unknown) => {
+      assert.ok(err instanceof CommandError);
+      assert.equal(err.timedOut, true);
+      assert.equal(err.errno, "ETIMEDOUT");
+      return true;
+    });
+  });
+});
