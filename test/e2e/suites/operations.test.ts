@@ -290,7 +290,7 @@ describe("operations: metrics, pool pressure, status command on a real pool", fu
     assert.match(
       text,
       new RegExp(
-        `^${deviceOf(snapshot)}\\s+snapshot\\s+ops\\s+Inactive\\s+256MiB\\s+-\\s+volumesnapshotcontent/snapcontent-ops-1 \\(volumesnapshot shop/nightly\\)$`,
+        `^${deviceOf(snapshot)}\\s+snapshot\\s+ops\\s+Inactive\\s+256MiB\\s+\\d+MiB\\s+volumesnapshotcontent/snapcontent-ops-1 \\(volumesnapshot shop/nightly\\)$`,
         "m",
       ),
     );
