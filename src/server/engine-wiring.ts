@@ -103,7 +103,7 @@ export class EngineHost implements DriverEngine {
     const { config, version } = this.context;
     const engine = this.engine;
     const pools = (await this.monitor?.current(POOL_VIEW_MAX_AGE_MS)) ?? [];
-    const mapped = engine ? await engine.mappedBytes() : new Map<string, number>();
+    const mapped = engine ? await engine.mappedBytes({ includeInactive: true }) : new Map<string, number>();
     return buildNodeStatus({
       node: config.nodeId,
       driver: config.driverName,

@@ -27,6 +27,7 @@ import { Dmsetup, type DmsetupOptions } from "./dmsetup.js";
 import { asEngineError, describe, EngineError, isErrno } from "./errors.js";
 import { grownDevices, growPoolToDevices } from "./pool-growth.js";
 import { assemblePool, type PoolSpec } from "./pool-source.js";
+import { readPoolMappings } from "./metadata-snapshot.js";
 import { reconcile } from "./reconcile.js";
 import {
   parsePoolStatus,
@@ -330,12 +331,30 @@ export class ThinPoolEngine {
   }
 
   /**
-   * Bytes each active device has mapped in its pool (one dmsetup call for all). Inactive devices have no
-   * dm device to ask and are absent from the map.
+   * Bytes each device has mapped in its pool. Active devices are read live (one dmsetup call for all);
+   * inactive volumes and snapshots have no dm device, so with `includeInactive` their figure comes from
+   * the pool's metadata as of its last commit (thin_ls on a metadata snapshot, under the pool lock: the
+   * operator's status command asks for it, nothing on a hot path does). Devices no source could answer
+   * for are absent from the map.
    */
-  async mappedBytes(): Promise<Map<string, number>> {
-    const prefix = `${this.ctx.prefix}-`;
+  async mappedBytes(options: { includeInactive?: boolean } = {}): Promise<Map<string, number>> {
     const mapped = new Map<string, number>();
+    if (options.includeInactive) {
+      for (const pool of this.ctx.pools.values()) {
+        const mappings = await this.locks.runExclusive(poolKey(pool.name), () =>
+          readPoolMappings(this.ctx, pool).catch((err: unknown) => {
+            this.ctx.logger.warn({ pool: pool.name, err: describe(err) }, "cannot read the pool's metadata");
+            return undefined;
+          }),
+        );
+        if (!mappings) continue;
+        for (const device of this.ctx.store.listDevices({ pool: pool.name })) {
+          const bytes = mappings.get(device.deviceId);
+          if (bytes !== undefined) mapped.set(device.name, bytes);
+        }
+      }
+    }
+    const prefix = `${this.ctx.prefix}-`;
     for (const [dmName, line] of await this.ctx.dm.statusAll("thin")) {
       if (!dmName.startsWith(prefix)) continue;
       const status = parseThinStatus(line);

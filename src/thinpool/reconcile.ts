@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { DeviceState, type DeviceRecord } from "../state/types.js";
 import {
   deleteThinId,
@@ -9,8 +8,9 @@ import {
   type PoolRuntime,
   type ReconcileReport,
 } from "./context.js";
-import { asEngineError, CommandError, describe } from "./errors.js";
-import { parsePoolStatus, parsePoolTable, parseThinTable, SECTOR_BYTES, type DmInfo } from "./status.js";
+import { describe } from "./errors.js";
+import { readPoolMappings } from "./metadata-snapshot.js";
+import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type DmInfo } from "./status.js";
 
 /** A dm device of ours found at start-up, with its table when it had one. */
 type LiveDevice = DmInfo & { table: string | undefined };
@@ -225,8 +225,9 @@ async function crossCheckMetadata(
   pool: PoolRuntime,
   report: ReconcileReport,
 ): Promise<void> {
-  const ids = await listPoolIds(ctx, pool);
-  if (!ids) return;
+  const mappings = await readPoolMappings(ctx, pool);
+  if (!mappings) return;
+  const ids = new Set(mappings.keys());
   const quarantined = new Set(ctx.store.listQuarantined(pool.name).map((q) => q.deviceId));
   const byId = new Map(ctx.store.listDevices({ pool: pool.name }).map((d) => [d.deviceId, d]));
   for (const id of ids) {
@@ -242,50 +243,6 @@ async function crossCheckMetadata(
     if (ids.has(id) || device.state === DeviceState.Faulty) continue;
     markFaulty(ctx, device, `thin id ${id} is missing from the pool's metadata`);
   }
-}
-
-async function listPoolIds(ctx: EngineContext, pool: PoolRuntime): Promise<Set<number> | undefined> {
-  const metaDevno = parsePoolTable(await ctx.dm.table(pool.dmName)).metadataDevice;
-  const metaPath = await devicePathFromDevno(metaDevno);
-  if (!metaPath) return undefined;
-  try {
-    await ctx.dm.message(pool.dmName, "reserve_metadata_snap");
-  } catch {
-    // A snapshot left by a crash: release it and take a fresh one.
-    await ctx.dm.message(pool.dmName, "release_metadata_snap");
-    await ctx.dm.message(pool.dmName, "reserve_metadata_snap");
-  }
-  try {
-    const { stdout } = await ctx.runner.run("thin_ls", [
-      "--metadata-snap",
-      "--no-headers",
-      "--format",
-      "DEV",
-      metaPath,
-    ]);
-    return new Set(
-      stdout
-        .split("\n")
-        .map((l) => l.trim())
-        .filter(Boolean)
-        .map(Number),
-    );
-  } catch (err) {
-    if (err instanceof CommandError && err.errno === "ENOENT" && err.exitCode === null) {
-      ctx.logger.info({ pool: pool.name }, "thin_ls not installed; skipping the pool metadata cross-check");
-      return undefined;
-    }
-    throw asEngineError(err, "listing thin ids with thin_ls");
-  } finally {
-    await ctx.dm.message(pool.dmName, "release_metadata_snap");
-  }
-}
-
-/** /dev/<name> for a "major:minor", read from sysfs (no udev symlinks needed). */
-async function devicePathFromDevno(devno: string): Promise<string | undefined> {
-  const uevent = await readFile(`/sys/dev/block/${devno}/uevent`, "utf8").catch(() => undefined);
-  const name = uevent && /^DEVNAME=(.+)$/m.exec(uevent)?.[1];
-  return name ? `/dev/${name}` : undefined;
 }
 
 async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {

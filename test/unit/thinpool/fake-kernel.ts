@@ -80,7 +80,14 @@ export class FakeKernel implements CommandRunner {
       if (this.blkid.exitCode !== 0) throw new CommandError(file, args, this.blkid.exitCode, "UNKNOWN", "");
       return { stdout: this.blkid.stdout, stderr: "" };
     }
-    if (file === "thin_ls") return { stdout: [...this.thinIds].sort((a, b) => a - b).join("\n"), stderr: "" };
+    if (file === "thin_ls") {
+      const ids = [...this.thinIds].sort((a, b) => a - b);
+      const withBytes = args.includes("DEV,MAPPED_BYTES");
+      return {
+        stdout: ids.map((id) => (withBytes ? `${id} 0` : `${id}`)).join("\n"),
+        stderr: "",
+      };
+    }
     throw new CommandError(file, args, null, "ENOENT", `${file} is not installed (not found on PATH)`);
   }
 
