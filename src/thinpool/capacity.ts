@@ -53,10 +53,7 @@ export function computeUsage(
     availableBytes: 0,
   };
 
-  const freeData = dataBytes - dataUsedBytes;
-  const freeMeta = metadataBytes - metadataUsedBytes;
-  const reservedData = (dataBytes * policy.reservedDataPercent) / 100;
-  const reservedMeta = (metadataBytes * policy.reservedMetadataPercent) / 100;
+  const { freeData, freeMeta, reservedData, reservedMeta } = headroom(status, blockBytes, policy);
   if (!status.healthy || status.needsCheck) usage.blockedBy = "the pool has failed or needs a metadata check";
   else if (status.mode !== "rw")
     usage.blockedBy = `the pool is ${status.mode === "ro" ? "read-only" : "out of data space"}`;
@@ -71,6 +68,26 @@ export function computeUsage(
       usage.blockedBy = `provisioned ${fmt(provisionedBytes)} has reached ${policy.overProvisioningRatio}x the pool's ${fmt(dataBytes)}`;
   }
   return usage;
+}
+
+/**
+ * Whether free data and metadata are both at least twice their reserves: far enough from either that a
+ * status a second old gives the same capacity answer as a fresh one.
+ */
+export function wellAboveReserves(status: PoolStatus, blockBytes: number, policy: CapacityPolicy): boolean {
+  const { freeData, freeMeta, reservedData, reservedMeta } = headroom(status, blockBytes, policy);
+  return freeData >= 2 * reservedData && freeMeta >= 2 * reservedMeta;
+}
+
+function headroom(status: PoolStatus, blockBytes: number, policy: CapacityPolicy) {
+  const dataBytes = status.dataTotalBlocks * blockBytes;
+  const metadataBytes = status.metadataTotalBlocks * METADATA_BLOCK_BYTES;
+  return {
+    freeData: dataBytes - status.dataUsedBlocks * blockBytes,
+    freeMeta: metadataBytes - status.metadataUsedBlocks * METADATA_BLOCK_BYTES,
+    reservedData: (dataBytes * policy.reservedDataPercent) / 100,
+    reservedMeta: (metadataBytes * policy.reservedMetadataPercent) / 100,
+  };
 }
 
 /** Why `requestBytes` cannot be provisioned, or undefined when it can. */

@@ -52,6 +52,9 @@ export class ExecaRunner implements CommandRunner {
       env: { ...this.env, ...options.env },
       stdin: "ignore",
       stripFinalNewline: true,
+      // A kernel command outlives a driver that exits mid-call: a killed `dmsetup resume` would leave an
+      // origin suspended, while a finished one is found and recorded by start-up reconciliation.
+      cleanup: false,
     });
     if (result.failed) {
       const stderr = String(result.stderr ?? "").trim();

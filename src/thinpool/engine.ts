@@ -9,6 +9,7 @@ import {
   refusalReason,
   type CapacityPolicy,
   type PoolUsage,
+  wellAboveReserves,
 } from "./capacity.js";
 import { ExecaRunner, type CommandRunner } from "./command.js";
 import {
@@ -38,6 +39,13 @@ import {
   type PoolStatus,
   type ThinStatus,
 } from "./status.js";
+
+/** A pool status read (or one in flight): when it started, and the metadata generation it started in. */
+interface StatusRead<T> {
+  at: number;
+  generation: number;
+  status: T;
+}
 
 /** How a condition check reads live dm state: one call per device, or one listing for a whole page. */
 interface LiveDeviceReader {
@@ -103,8 +111,13 @@ export class ThinPoolEngine {
   private readonly policy: CapacityPolicy;
   private readonly observer: EngineObserver;
   private readonly statusTtlMs: number;
-  private readonly statusCache = new Map<string, { at: number; status: PoolStatus }>();
-  private readonly statusReads = new Map<string, Promise<PoolStatus>>();
+  private readonly statusCache = new Map<string, StatusRead<PoolStatus>>();
+  private readonly statusReads = new Map<string, StatusRead<Promise<PoolStatus>>>();
+  /**
+   * Per pool, bumped before and after every metadata change the engine makes (create, snapshot, delete),
+   * so a status read that overlapped one is never taken for the state after it.
+   */
+  private readonly metadataGeneration = new Map<string, number>();
   private readyState: { ready: boolean; reason?: string } = {
     ready: false,
     reason: "start-up reconciliation has not finished",
@@ -200,27 +213,75 @@ export class ThinPoolEngine {
   }
 
   async poolStatus(pool: string, fresh = false): Promise<PoolStatus> {
-    const cached = this.statusCache.get(pool);
-    if (!fresh && cached && Date.now() - cached.at < this.statusTtlMs) return cached.status;
-    // Readers that arrive together share one `dmsetup status`: a ListVolumes page asks once per volume,
-    // and each of them spawned its own process when the cache had just expired.
-    const shared = this.statusReads.get(pool);
-    if (!fresh && shared) return shared;
-    const read = this.ctx.dm.status(this.pool(pool).dmName).then((line) => {
-      const status = parsePoolStatus(line);
-      this.statusCache.set(pool, { at: Date.now(), status });
-      return status;
+    if (!fresh) {
+      const cached = this.statusCache.get(pool);
+      if (cached && Date.now() - cached.at < this.statusTtlMs) return cached.status;
+      // Readers that arrive together share one `dmsetup status`: a ListVolumes page asks once per volume,
+      // and each of them spawned its own process when the cache had just expired.
+      const shared = this.statusReads.get(pool);
+      if (shared) return shared.status;
+    }
+    return this.readStatus(pool);
+  }
+
+  private readStatus(pool: string): Promise<PoolStatus> {
+    const started = { at: Date.now(), generation: this.generationOf(pool) };
+    const status = this.ctx.dm.status(this.pool(pool).dmName).then((line) => {
+      const parsed = parsePoolStatus(line);
+      this.statusCache.set(pool, { ...started, status: parsed });
+      return parsed;
     });
+    const read = { ...started, status };
     this.statusReads.set(pool, read);
-    try {
-      return await read;
-    } finally {
+    const forget = (): void => {
       if (this.statusReads.get(pool) === read) this.statusReads.delete(pool);
+    };
+    status.then(forget, forget);
+    return status;
+  }
+
+  private generationOf(pool: string): number {
+    return this.metadataGeneration.get(pool) ?? 0;
+  }
+
+  /**
+   * Runs a change to the pool's metadata. Afterwards the pool status is read again in the background, so
+   * the next capacity check finds a status that already counts this change and need not spawn its own.
+   */
+  private async changeMetadata<T>(pool: string, change: () => Promise<T>): Promise<T> {
+    this.metadataGeneration.set(pool, this.generationOf(pool) + 1);
+    try {
+      return await change();
+    } finally {
+      this.metadataGeneration.set(pool, this.generationOf(pool) + 1);
+      // With no cache (tests use a TTL of 0) nobody could use the read.
+      if (this.statusTtlMs > 0) this.readStatus(pool).catch(() => undefined);
     }
   }
 
-  async poolUsage(pool: string, fresh = false): Promise<PoolUsage> {
-    const status = await this.poolStatus(pool, fresh);
+  /**
+   * The status a capacity check may trust: workloads keep writing and the engine's own creates use
+   * metadata, and in the full-pool suite a status one second old let a snapshot through with 28 KiB of
+   * metadata left under a 51 KiB reserve. A recent status is used only if it was read after the engine's
+   * last metadata change and shows free data and metadata at least twice their reserves, where a second of
+   * writes cannot decide the answer; near a reserve every check reads the kernel.
+   */
+  private async capacityStatus(pool: string): Promise<PoolStatus> {
+    const generation = this.generationOf(pool);
+    const cached = this.statusCache.get(pool);
+    const inFlight = this.statusReads.get(pool);
+    let recent: PoolStatus | undefined;
+    if (cached && cached.generation === generation && Date.now() - cached.at < this.statusTtlMs) {
+      recent = cached.status;
+    } else if (inFlight && inFlight.generation === generation) {
+      recent = await inFlight.status.catch(() => undefined);
+    }
+    if (recent && wellAboveReserves(recent, this.blockBytes(pool), this.policy)) return recent;
+    return this.readStatus(pool);
+  }
+
+  async poolUsage(pool: string): Promise<PoolUsage> {
+    const status = await this.poolStatus(pool);
     return computeUsage(status, this.blockBytes(pool), this.ctx.store.provisioned(pool).bytes, this.policy);
   }
 
@@ -388,14 +449,16 @@ export class ThinPoolEngine {
         attributes: spec.attributes ?? {},
       });
       crashPoint("create.intent-committed");
-      try {
-        await this.sendCreate(pool, intent, (id) => `create_thin ${id}`);
-      } catch (err) {
-        this.ctx.store.deleteDevice(spec.name);
-        throw asEngineError(err, `creating thin device ${spec.name}`);
-      }
-      crashPoint("create.kernel-created");
-      return this.finishCreate(pool, spec.name);
+      return this.changeMetadata(poolName, async () => {
+        try {
+          await this.sendCreate(pool, intent, (id) => `create_thin ${id}`);
+        } catch (err) {
+          this.ctx.store.deleteDevice(spec.name);
+          throw asEngineError(err, `creating thin device ${spec.name}`);
+        }
+        crashPoint("create.kernel-created");
+        return this.finishCreate(pool, spec.name);
+      });
     });
   }
 
@@ -440,43 +503,52 @@ export class ThinPoolEngine {
         });
         crashPoint("snapshot.intent-committed");
 
-        const originDm = dmNameOf(this.ctx, origin.name);
-        const live = await this.ctx.dm.info(originDm);
-        let failure: unknown;
-        if (live) {
-          try {
-            await this.ctx.dm.suspend(originDm);
-          } catch (err) {
-            this.ctx.store.deleteDevice(spec.name);
-            await this.ensureResumed(origin.name);
-            throw asEngineError(err, `suspending origin ${origin.name}`);
-          }
-        }
-        const frozenAt = Date.now();
-        try {
-          crashPoint("snapshot.origin-suspended");
-          await this.sendCreate(pool, intent, (id) => `create_snap ${id} ${origin.deviceId}`);
-          crashPoint("snapshot.kernel-created");
-        } catch (err) {
-          failure = err;
-        } finally {
-          if (live) {
-            await this.ensureResumed(origin.name);
-            this.observer.onSuspend?.({
-              device: origin.name,
-              pool: pool.name,
-              frozenMs: Date.now() - frozenAt,
-            });
-          }
-        }
-        crashPoint("snapshot.origin-resumed");
-        if (failure !== undefined) {
-          this.ctx.store.deleteDevice(spec.name);
-          throw asEngineError(failure, `snapshotting ${origin.name}`);
-        }
-        return this.finishCreate(pool, spec.name);
+        return this.changeMetadata(pool.name, () => this.snapshotOrigin(pool, origin, intent));
       },
     );
+  }
+
+  /** Suspends an active origin around create_snap, always resumes it, and records the outcome. */
+  private async snapshotOrigin(
+    pool: PoolRuntime,
+    origin: DeviceRecord,
+    intent: DeviceRecord,
+  ): Promise<DeviceRecord> {
+    const originDm = dmNameOf(this.ctx, origin.name);
+    const live = await this.ctx.dm.info(originDm);
+    let failure: unknown;
+    if (live) {
+      try {
+        await this.ctx.dm.suspend(originDm);
+      } catch (err) {
+        this.ctx.store.deleteDevice(intent.name);
+        await this.ensureResumed(origin.name);
+        throw asEngineError(err, `suspending origin ${origin.name}`);
+      }
+    }
+    const frozenAt = Date.now();
+    try {
+      crashPoint("snapshot.origin-suspended");
+      await this.sendCreate(pool, intent, (id) => `create_snap ${id} ${origin.deviceId}`);
+      crashPoint("snapshot.kernel-created");
+    } catch (err) {
+      failure = err;
+    } finally {
+      if (live) {
+        await this.ensureResumed(origin.name);
+        this.observer.onSuspend?.({
+          device: origin.name,
+          pool: pool.name,
+          frozenMs: Date.now() - frozenAt,
+        });
+      }
+    }
+    crashPoint("snapshot.origin-resumed");
+    if (failure !== undefined) {
+      this.ctx.store.deleteDevice(intent.name);
+      throw asEngineError(failure, `snapshotting ${origin.name}`);
+    }
+    return this.finishCreate(pool, intent.name);
   }
 
   private refuseExisting(name: string): void {
@@ -492,9 +564,13 @@ export class ThinPoolEngine {
   }
 
   private async checkCapacity(pool: string, requestBytes: number): Promise<void> {
-    // Fresh, not the cached status: workloads keep writing, and in the full-pool suite a status one
-    // second old let a snapshot through with 28 KiB of metadata left under a 51 KiB reserve.
-    const usage = await this.poolUsage(pool, true);
+    const status = await this.capacityStatus(pool);
+    const usage = computeUsage(
+      status,
+      this.blockBytes(pool),
+      this.ctx.store.provisioned(pool).bytes,
+      this.policy,
+    );
     const reason = refusalReason(usage, requestBytes, this.policy);
     if (reason) throw new EngineError("NoSpace", `pool ${pool}: ${reason}`);
   }
@@ -752,12 +828,14 @@ export class ThinPoolEngine {
         throw asEngineError(err, `deactivating ${name} for deletion`);
       }
       crashPoint("delete.deactivated");
-      await deleteThinId(this.ctx, pool, current.deviceId);
-      crashPoint("delete.kernel-deleted");
-      const advanced = await this.advanceTransactionId(pool);
-      this.ctx.store.transaction(() => {
-        this.ctx.store.deleteDevice(name);
-        if (advanced) this.ctx.store.setPoolTransactionId(pool.name, Number(pool.kernelTxid));
+      await this.changeMetadata(pool.name, async () => {
+        await deleteThinId(this.ctx, pool, current.deviceId);
+        crashPoint("delete.kernel-deleted");
+        const advanced = await this.advanceTransactionId(pool);
+        this.ctx.store.transaction(() => {
+          this.ctx.store.deleteDevice(name);
+          if (advanced) this.ctx.store.setPoolTransactionId(pool.name, Number(pool.kernelTxid));
+        });
       });
     });
   }

@@ -1,4 +1,8 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ExecaRunner } from "../../../src/thinpool/command.js";
 import { CommandError } from "../../../src/thinpool/errors.js";
 
@@ -45,5 +49,25 @@ describe("ExecaRunner (real processes on the host)", () => {
       assert.equal(err.errno, "ETIMEDOUT");
       return true;
     });
+  });
+
+  it("lets a command finish when the driver process exits while it runs", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "runner-exit-"));
+    const marker = join(dir, "finished");
+    const runnerModule = new URL("../../../src/thinpool/command.js", import.meta.url).href;
+    // The "driver" starts a command that takes 300 ms, then exits 50 ms later.
+    const driver = [
+      `const { ExecaRunner } = await import(${JSON.stringify(runnerModule)});`,
+      `void new ExecaRunner().run("sh", ["-c", ${JSON.stringify(`sleep 0.3; touch ${marker}`)}]);`,
+      "setTimeout(() => process.exit(0), 50);",
+    ].join("\n");
+    try {
+      execFileSync(process.execPath, ["--input-type=module", "-e", driver]);
+      assert.equal(existsSync(marker), false, "the driver exited before the command ended");
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.equal(existsSync(marker), true, "the command ran to its end");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

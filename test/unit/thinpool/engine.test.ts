@@ -611,6 +611,47 @@ describe("start-up reconciliation (fake kernel)", () => {
   });
 });
 
+describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)", () => {
+  const cached = { statusTtlMs: 60_000 };
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+  it("counts its own creates: refuses the one that would cross the metadata reserve", async () => {
+    const kernel = new FakeKernel();
+    kernel.metadataBlocksPerCreate = 1200; // of 4096; the reserve is 10%, 409.6 blocks
+    const { engine } = await openEngine(kernel, undefined, cached);
+    for (const name of ["v1", "v2", "v3"]) await engine.createVolume({ name, sizeBytes: MiB });
+    assert.equal(kernel.metadataUsedBlocks, 3700);
+    await rejectsWith(
+      engine.createVolume({ name: "v4", sizeBytes: MiB }),
+      "NoSpace",
+      /free metadata space .* reserve/,
+    );
+  });
+
+  it("near a reserve reads the kernel on every check, however recent the cached status", async () => {
+    const kernel = new FakeKernel();
+    kernel.dataUsedBlocks = 13500; // of 16384: 2884 free, under twice the 1638-block reserve
+    const { engine } = await openEngine(kernel, undefined, cached);
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    kernel.dataUsedBlocks = 15000; // a workload wrote 190 MiB since
+    await rejectsWith(
+      engine.createVolume({ name: "v2", sizeBytes: MiB }),
+      "NoSpace",
+      /free data space .* reserve/,
+    );
+  });
+
+  it("far from the reserves, uses the status read after its last create instead of spawning one", async () => {
+    const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await settle(); // the read v1's create started has answered
+    kernel.calls = [];
+    await engine.createVolume({ name: "v2", sizeBytes: MiB });
+    const verbs = kernel.calls.map((c) => (c[1] === "message" ? c[4] : c[1]));
+    assert.deepEqual(verbs, ["create_thin 1", "set_transaction_id 1 2", "status"]);
+  });
+});
+
 describe("ThinPoolEngine locking (fake kernel)", () => {
   it("answers pool status while a slow pool operation holds the pool lock", async () => {
     const kernel = new FakeKernel();
@@ -625,7 +666,7 @@ describe("ThinPoolEngine locking (fake kernel)", () => {
     const creating = engine.createVolume({ name: "slow", sizeBytes: MiB });
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(engine.isBusy("slow"), true);
-    const usage = await engine.poolUsage("p", true); // must not wait for the create
+    const usage = await engine.poolUsage("p"); // must not wait for the create
     assert.ok(usage.dataBytes > 0);
     assert.equal(
       engine.getDevice("slow")?.state,

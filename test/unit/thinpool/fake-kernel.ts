@@ -35,6 +35,8 @@ export class FakeKernel implements CommandRunner {
   dataTotalBlocks = 16384;
   metadataUsedBlocks = 100;
   metadataTotalBlocks = 4096;
+  /** Metadata blocks each create_thin and create_snap uses (the real cost is a few btree nodes). */
+  metadataBlocksPerCreate = 0;
   poolMode = "rw";
   /** What `blkid -p` answers: exit 2 with no output means "no signature found". */
   blkid: { exitCode: number; stdout: string } = { exitCode: 2, stdout: "" };
@@ -183,11 +185,13 @@ export class FakeKernel implements CommandRunner {
       case "create_thin":
         if (this.thinIds.has(Number(a))) fail("File exists");
         this.thinIds.add(Number(a));
+        this.metadataUsedBlocks += this.metadataBlocksPerCreate;
         return "";
       case "create_snap":
         if (this.thinIds.has(Number(a))) fail("File exists");
         if (!this.thinIds.has(Number(b))) fail("No data available");
         this.thinIds.add(Number(a));
+        this.metadataUsedBlocks += this.metadataBlocksPerCreate;
         return "";
       case "delete":
         if (!this.thinIds.delete(Number(a))) fail("No data available");
