@@ -13,6 +13,7 @@ export interface DriverSetup {
   kubeletDir: string;
   /** The --pool flag value. */
   pool: string;
+  kubeconfig: string;
 }
 
 export class BenchDriver {
@@ -40,12 +41,16 @@ export class BenchDriver {
         `--state-dir=${setup.stateDir}`,
         `--kubelet-dir=${setup.kubeletDir}`,
         `--pool=${setup.pool}`,
-        "--metrics-address=",
-        "--log-level=warn",
+        // As deployed: metrics served, a log line per call (to /dev/null here), and a kubeconfig found, so
+        // the driver is set up to raise Node Events (bench/vm-bench.ts writes one pointing nowhere).
+        "--metrics-address=127.0.0.1:9810",
         // Thousands of small volumes on a few GiB: the benchmark is about speed, not the capacity policy.
         "--over-provisioning-ratio=1000",
       ],
-      { stdio: ["ignore", "ignore", "pipe", "ipc"], env: { ...process.env, LC_ALL: "C" } },
+      {
+        stdio: ["ignore", "ignore", "pipe", "ipc"],
+        env: { ...process.env, LC_ALL: "C", KUBECONFIG: setup.kubeconfig },
+      },
     );
     let stderr = "";
     child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));

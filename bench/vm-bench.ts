@@ -68,6 +68,7 @@ const devicesSetup: DriverSetup = {
   stateDir: join(root, "state"),
   kubeletDir: kubelet,
   pool: `name=default,type=devices,data=${DATA},metadata=${META}`,
+  kubeconfig: join(root, "kubeconfig"),
 };
 const stagePath = (volumeId: string): string =>
   join(kubelet, "plugins/kubernetes.io/csi/thinpool.csi.dev", deviceOf(volumeId), "globalmount");
@@ -413,6 +414,19 @@ async function main(): Promise<void> {
   await run("mkfs.ext4", ["-q", "-F", STATE]);
   await run("mount", [STATE, root]);
   mkdirSync(kubelet, { recursive: true });
+  // A cluster nobody answers: the driver only needs to find a configuration, as it does in a pod.
+  writeFileSync(
+    devicesSetup.kubeconfig,
+    [
+      "apiVersion: v1",
+      "kind: Config",
+      "clusters: [{ name: bench, cluster: { server: 'https://127.0.0.1:6443' } }]",
+      "users: [{ name: bench, user: { token: bench } }]",
+      "contexts: [{ name: bench, context: { cluster: bench, user: bench } }]",
+      "current-context: bench",
+      "",
+    ].join("\n"),
+  );
 
   // 1. Cold start on an empty store (the pool is created), idle memory.
   let driver = await BenchDriver.start(devicesSetup);

@@ -4,30 +4,18 @@
  * then the pod's service account, then `KUBECONFIG` or `~/.kube/config`, as kubectl does.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfigError, locateKubeConfig, type KubeConfigOrigin, type KubeConfigSource } from "./locate.js";
 
-/** The service account mount every pod gets unless `automountServiceAccountToken: false`. */
-export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/** No way to reach the API server was found, or the one named could not be read. */
-export class KubeConfigError extends Error {
-  override readonly name = "KubeConfigError";
-}
-
-export interface KubeConfigSource {
-  /** `--kubeconfig`: a file that must exist. */
-  readonly kubeconfigPath?: string | undefined;
-  readonly env: NodeJS.ProcessEnv;
-  /** Tests point this elsewhere; defaults to SERVICE_ACCOUNT_DIR. */
-  readonly serviceAccountDir?: string;
-  /** Tests point this elsewhere; defaults to the user's home directory. */
-  readonly homeDir?: string;
-}
-
-/** Which of the sources was used, for the start-up log line. */
-export type KubeConfigOrigin = "kubeconfig-flag" | "in-cluster" | "KUBECONFIG" | "home";
+export {
+  KubeConfigError,
+  SERVICE_ACCOUNT_DIR,
+  locateKubeConfig,
+  type KubeConfigLocation,
+  type KubeConfigOrigin,
+  type KubeConfigSource,
+} from "./locate.js";
 
 export interface LoadedKubeConfig {
   readonly config: KubeConfig;
@@ -47,40 +35,13 @@ export function loadKubeConfig(source: KubeConfigSource): LoadedKubeConfig {
 }
 
 function loadInto(config: KubeConfig, source: KubeConfigSource): KubeConfigOrigin {
-  if (source.kubeconfigPath !== undefined && source.kubeconfigPath !== "") {
-    loadFile(config, source.kubeconfigPath);
-    return "kubeconfig-flag";
-  }
-  const saDir = source.serviceAccountDir ?? SERVICE_ACCOUNT_DIR;
-  const host = source.env["KUBERNETES_SERVICE_HOST"];
-  if (host !== undefined && host !== "" && existsSync(join(saDir, "token"))) {
-    loadInCluster(config, source, saDir);
-    return "in-cluster";
-  }
-  const fromEnv = source.env["KUBECONFIG"];
-  if (fromEnv !== undefined && fromEnv !== "") {
-    // kubectl merges a ':'-separated list; the first file is enough for the project's commands.
-    const first = fromEnv.split(":").find((p) => p !== "");
-    if (first !== undefined) {
-      loadFile(config, first);
-      return "KUBECONFIG";
-    }
-  }
-  const home = join(source.homeDir ?? homedir(), ".kube", "config");
-  if (existsSync(home)) {
-    loadFile(config, home);
-    return "home";
-  }
-  throw new KubeConfigError(
-    "no Kubernetes API configuration: not in a pod (no KUBERNETES_SERVICE_HOST and service account token " +
-      `in ${saDir}), no --kubeconfig, no KUBECONFIG and no ${home}`,
-  );
+  const location = locateKubeConfig(source);
+  if (location.origin === "in-cluster") loadInCluster(config, source, location.serviceAccountDir);
+  else loadFile(config, location.path);
+  return location.origin;
 }
 
 function loadFile(config: KubeConfig, path: string): void {
-  if (!existsSync(path)) {
-    throw new KubeConfigError(`kubeconfig ${path} does not exist`);
-  }
   try {
     config.loadFromFile(path);
   } catch (error) {

@@ -5,14 +5,9 @@
  */
 import type { Logger } from "pino";
 
-import {
-  EventRecorder,
-  KubeConfigError,
-  loadKubeConfig,
-  makeKubeClients,
-  type EventType,
-} from "../kube/index.js";
-import type { KubeConfigSource } from "../kube/config.js";
+import type { EventType } from "../kube/index.js";
+import { KubeConfigError, locateKubeConfig, type KubeConfigSource } from "../kube/locate.js";
+import { errorMessage } from "../util/errors.js";
 import { pressureNotice, type PressureChange } from "./pool-monitor.js";
 
 export const EVENT_COMPONENT = "thinpool-csi";
@@ -25,15 +20,17 @@ export interface NodeEvents {
 /**
  * Events on Node `node`, or undefined (with one info line saying why) when no API server is configured.
  * The Event's involvedObject uid is the node name, as kubelet writes it and `kubectl describe node` finds it.
+ * @kubernetes/client-node is loaded at the first Event, not at start-up: it adds ~60 MB of resident memory
+ * (and seconds of start-up in the emulated test VM) to a driver that most of the time never sends one.
  */
 export function nodeEventsFor(
   node: string,
   source: KubeConfigSource,
   logger: Logger,
 ): NodeEvents | undefined {
-  let loaded;
+  let location;
   try {
-    loaded = loadKubeConfig(source);
+    location = locateKubeConfig(source);
   } catch (error) {
     if (!(error instanceof KubeConfigError)) throw error;
     logger.info(
@@ -42,15 +39,38 @@ export function nodeEventsFor(
     );
     return undefined;
   }
-  logger.info({ api: loaded.server, from: loaded.origin }, "pool pressure is raised as Events on the Node");
-  const recorder = new EventRecorder({
-    core: makeKubeClients(loaded.config).core,
-    component: EVENT_COMPONENT,
-    host: node,
-    logger,
-  });
+  logger.info(location, "pool pressure is raised as Events on the Node");
   const object = { kind: "Node", name: node, uid: node, apiVersion: "v1" };
-  return { record: (type, reason, message) => recorder.recordEvent(object, type, reason, message) };
+  let recorder: Promise<NodeEvents | undefined> | undefined;
+  const load = async (): Promise<NodeEvents | undefined> => {
+    const kube = await import("../kube/index.js");
+    try {
+      const loaded = kube.loadKubeConfig(source);
+      logger.info(
+        { api: loaded.server, from: loaded.origin },
+        "Kubernetes API client loaded for Node Events",
+      );
+      const events = new kube.EventRecorder({
+        core: kube.makeKubeClients(loaded.config).core,
+        component: EVENT_COMPONENT,
+        host: node,
+        logger,
+      });
+      return { record: (type, reason, message) => events.recordEvent(object, type, reason, message) };
+    } catch (error) {
+      logger.error(
+        { err: errorMessage(error) },
+        "cannot raise Node Events: the Kubernetes API configuration is unusable",
+      );
+      return undefined;
+    }
+  };
+  return {
+    record: async (type, reason, message) => {
+      recorder ??= load();
+      await (await recorder)?.record(type, reason, message);
+    },
+  };
 }
 
 /** Logs a pool pressure level change (warn going up, info coming back) and raises it as a Node Event. */

@@ -247,6 +247,8 @@ export class ThinPoolEngine {
   /**
    * Runs a change to the pool's metadata. Afterwards the pool status is read again in the background, so
    * the next capacity check finds a status that already counts this change and need not spawn its own.
+   * The read starts on the next turn of the event loop: spawning forks this process, which blocks it, and
+   * the caller's answer should go out first.
    */
   private async changeMetadata<T>(pool: string, change: () => Promise<T>): Promise<T> {
     this.metadataGeneration.set(pool, this.generationOf(pool) + 1);
@@ -255,8 +257,15 @@ export class ThinPoolEngine {
     } finally {
       this.metadataGeneration.set(pool, this.generationOf(pool) + 1);
       // With no cache (tests use a TTL of 0) nobody could use the read.
-      if (this.statusTtlMs > 0) this.readStatus(pool).catch(() => undefined);
+      if (this.statusTtlMs > 0) setImmediate(() => this.refreshStatus(pool));
     }
+  }
+
+  private refreshStatus(pool: string): void {
+    if (this.statusReads.get(pool)?.generation === this.generationOf(pool)) return;
+    Promise.resolve()
+      .then(() => this.readStatus(pool))
+      .catch(() => undefined); // a failed read only means the next check reads for itself
   }
 
   /**

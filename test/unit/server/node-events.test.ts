@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { pino } from "pino";
@@ -97,5 +98,46 @@ describe("pool pressure reports (Node Events, logs)", () => {
     await reportPressureChange(rising, logger, events);
     assert.ok(lines.some((line) => line.reason === "ThinPoolDataCritical"));
     assert.equal(api.list("Event").length, 0);
+  });
+
+  it("logs, and sends nothing, when the kubeconfig found at start-up turns out unusable", async () => {
+    const kubeconfig = path.join(temp.dir, "kubeconfig");
+    writeFileSync(kubeconfig, "clusters: [this is not a kubeconfig");
+    const { lines, logger } = capture();
+    const events = nodeEventsFor("worker-1", { env: { KUBECONFIG: kubeconfig }, homeDir: temp.dir }, logger);
+    assert.ok(events, "the file exists, so Events are planned");
+    await reportPressureChange(rising, logger, events);
+    await reportPressureChange(rising, logger, events);
+    const errors = lines.filter((line) => line.level === 50);
+    assert.equal(errors.length, 1, "said once, not at every Event");
+    assert.match(String(errors[0]?.err), /cannot be read/);
+    assert.equal(api.list("Event").length, 0);
+  });
+
+  it("serving does not load @kubernetes/client-node (the first Event does)", () => {
+    // A resolve hook that refuses the library: importing the serve path must not need it.
+    const hook = `export async function resolve(s, c, next) {
+      if (s.startsWith("@kubernetes/client-node")) throw new Error("client-node was loaded");
+      return next(s, c);
+    }`;
+    const register = `import { register } from "node:module";
+      register("data:text/javascript," + encodeURIComponent(${JSON.stringify(hook)}));`;
+    const importing = (module: string) =>
+      spawnSync(
+        process.execPath,
+        [
+          "--import",
+          `data:text/javascript,${encodeURIComponent(register)}`,
+          "--input-type=module",
+          "-e",
+          `await import(${JSON.stringify(new URL(module, import.meta.url).href)});`,
+        ],
+        { encoding: "utf8" },
+      );
+    const serve = importing("../../../src/server/engine-wiring.js");
+    assert.equal(serve.status, 0, serve.stderr);
+    const kube = importing("../../../src/kube/index.js");
+    assert.notEqual(kube.status, 0, "the hook does catch the library");
+    assert.match(kube.stderr, /client-node was loaded/);
   });
 });

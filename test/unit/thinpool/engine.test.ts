@@ -647,6 +647,8 @@ describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)
     await settle(); // the read v1's create started has answered
     kernel.calls = [];
     await engine.createVolume({ name: "v2", sizeBytes: MiB });
+    assert.equal(kernel.calls.filter((c) => c[1] === "status").length, 0, "no read before the answer");
+    await settle();
     const verbs = kernel.calls.map((c) => (c[1] === "message" ? c[4] : c[1]));
     assert.deepEqual(verbs, ["create_thin 1", "set_transaction_id 1 2", "status"]);
   });
