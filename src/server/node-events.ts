@@ -43,8 +43,9 @@ export function nodeEventsFor(
   const object = { kind: "Node", name: node, uid: node, apiVersion: "v1" };
   let recorder: Promise<NodeEvents | undefined> | undefined;
   const load = async (): Promise<NodeEvents | undefined> => {
-    const kube = await import("../kube/index.js");
     try {
+      // Inside the try: a failed import must not become an unhandled rejection in the pool monitor.
+      const kube = await import("../kube/index.js");
       const loaded = kube.loadKubeConfig(source);
       logger.info(
         { api: loaded.server, from: loaded.origin },
@@ -58,10 +59,7 @@ export function nodeEventsFor(
       });
       return { record: (type, reason, message) => events.recordEvent(object, type, reason, message) };
     } catch (error) {
-      logger.error(
-        { err: errorMessage(error) },
-        "cannot raise Node Events: the Kubernetes API configuration is unusable",
-      );
+      logger.error({ err: errorMessage(error) }, "cannot raise Node Events (pool pressure is logged only)");
       return undefined;
     }
   };
