@@ -68,6 +68,13 @@ const now = (): string => new Date().toISOString();
 export class StateStore {
   readonly db: Database.Database;
   private readonly stmts: ReturnType<StateStore["prepare"]>;
+  /**
+   * Per pool, an id at or below the lowest free one: the search for a free id starts there instead of
+   * reading every device (1.9 ms a create at 2,000 devices on the host, 7.7 ms at 10,000). Raised by each
+   * search, lowered by each delete and quarantine release. One process writes the store (the driver), so
+   * no id is freed behind its back.
+   */
+  private readonly idFloor = new Map<string, number>();
 
   private constructor(db: Database.Database) {
     this.db = db;
@@ -118,17 +125,18 @@ export class StateStore {
       getDevice: db.prepare(`SELECT * FROM devices WHERE name = ?`),
       getByRequest: db.prepare(`SELECT * FROM devices WHERE kind = ? AND request_name = ?`),
       getByDeviceId: db.prepare(`SELECT * FROM devices WHERE pool = ? AND device_id = ?`),
-      deleteDevice: db.prepare(`DELETE FROM devices WHERE name = ?`),
+      deleteDevice: db.prepare(`DELETE FROM devices WHERE name = ? RETURNING pool, device_id`),
       sumVirtual: db.prepare(
         `SELECT COALESCE(SUM(size_bytes), 0) AS total, COUNT(*) AS count FROM devices WHERE pool = ?`,
       ),
       countByState: db.prepare(`SELECT state, COUNT(*) AS count FROM devices WHERE pool = ? GROUP BY state`),
-      // Lowest id not used by a device nor quarantined: 0 if free, else the smallest id+1 that is free.
+      // Lowest id from @from up not used by a device nor quarantined: @from if free, else the smallest
+      // used id + 1 that is free. Only ids from @from up are read, so the search costs nothing per device.
       lowestFreeId: db.prepare(
         `WITH used(id) AS (
-           SELECT device_id FROM devices WHERE pool = @pool
-           UNION SELECT device_id FROM quarantined_ids WHERE pool = @pool)
-         SELECT 0 AS id WHERE NOT EXISTS (SELECT 1 FROM used WHERE id = 0)
+           SELECT device_id FROM devices WHERE pool = @pool AND device_id >= @from
+           UNION SELECT device_id FROM quarantined_ids WHERE pool = @pool AND device_id >= @from)
+         SELECT @from AS id WHERE NOT EXISTS (SELECT 1 FROM used WHERE id = @from)
          UNION ALL
          SELECT * FROM (SELECT u.id + 1 AS id FROM used u
            WHERE u.id + 1 <= ${MAX_DEVICE_ID} AND NOT EXISTS (SELECT 1 FROM used v WHERE v.id = u.id + 1)
@@ -274,7 +282,8 @@ export class StateStore {
   }
 
   deleteDevice(name: string): void {
-    this.stmts.deleteDevice.run(name);
+    const row = this.stmts.deleteDevice.get(name) as { pool: string; device_id: number } | undefined;
+    if (row) this.lowerIdFloor(row.pool, row.device_id);
   }
 
   /** Sum of virtual sizes and number of devices in a pool: the over-provisioning numerator. */
@@ -290,9 +299,17 @@ export class StateStore {
 
   // ---- device ids
 
+  /** The lowest thin id of the pool that no device uses and that is not quarantined. */
   lowestFreeDeviceId(pool: string): number | undefined {
-    const row = this.stmts.lowestFreeId.get({ pool }) as { id: number } | undefined;
+    const from = this.idFloor.get(pool) ?? 0;
+    const row = this.stmts.lowestFreeId.get({ pool, from }) as { id: number } | undefined;
+    // Every id from the floor up to the answer is in use, so the answer is the next search's floor.
+    if (row) this.idFloor.set(pool, row.id);
     return row?.id;
+  }
+
+  private lowerIdFloor(pool: string, deviceId: number): void {
+    if (deviceId < (this.idFloor.get(pool) ?? 0)) this.idFloor.set(pool, deviceId);
   }
 
   quarantineId(pool: string, deviceId: number, reason: string): void {
@@ -312,6 +329,7 @@ export class StateStore {
 
   releaseQuarantinedId(pool: string, deviceId: number): void {
     this.stmts.releaseQuarantined.run(pool, deviceId);
+    this.lowerIdFloor(pool, deviceId);
   }
 
   // ---- node paths

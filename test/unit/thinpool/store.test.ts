@@ -82,6 +82,29 @@ describe("StateStore", () => {
     assert.equal(store.lowestFreeDeviceId("p"), 0);
   });
 
+  it("searches from where its last search ended, and goes back for ids freed by a delete or a release", () => {
+    const store = newStore();
+    for (let id = 0; id < 100; id++) addDevice(store, `d${id}`, id);
+    assert.equal(store.lowestFreeDeviceId("p"), 100);
+    addDevice(store, "d100", 100);
+    store.quarantineId("p", 101, "test");
+    assert.equal(store.lowestFreeDeviceId("p"), 102);
+    store.releaseQuarantinedId("p", 101);
+    assert.equal(store.lowestFreeDeviceId("p"), 101);
+    store.deleteDevice("d50");
+    assert.equal(store.lowestFreeDeviceId("p"), 50);
+    addDevice(store, "again", 50);
+    assert.equal(store.lowestFreeDeviceId("p"), 101);
+    // A delete rolled back leaves the id used: the search still answers the lowest free one.
+    assert.throws(() =>
+      store.transaction(() => {
+        store.deleteDevice("d7");
+        throw new Error("rolled back");
+      }),
+    );
+    assert.equal(store.lowestFreeDeviceId("p"), 101);
+  });
+
   it("finds the gap after the highest id and reports exhaustion at 2^24", () => {
     const store = newStore();
     addDevice(store, "last", MAX_DEVICE_ID);
