@@ -15,6 +15,9 @@ export interface DmsetupOptions {
   onWarning?: (message: string, err: unknown) => void;
 }
 
+/** Above this many names, one listing of every device is as cheap and keeps the argument list short. */
+const MAX_NAMES_PER_CALL = 256;
+
 /**
  * The one place that runs dmsetup. Argument arrays only. Callers get typed CommandErrors whose errno
  * says what the kernel answered (ENXIO: no such device, ENODATA: no such thin id, EEXIST, EBUSY...).
@@ -145,6 +148,37 @@ export class Dmsetup {
   /** Tables of every dm device, keyed by name (one process for the whole host). */
   async tableAll(): Promise<Map<string, string>> {
     return parseNamedLines(await this.dm(["table"]));
+  }
+
+  /**
+   * Info for the named devices, keyed by name, in one process; a device that does not exist is absent.
+   * dmsetup stops at the first name that does not exist, so that (rare) case, and a list long enough to
+   * be a listing of the host anyway, read every device instead.
+   */
+  async infoOf(names: readonly string[]): Promise<Map<string, DmInfo>> {
+    const text = await this.forNames(names, ["info"], ["info"]);
+    return new Map(parseDmInfo(text).map((info) => [info.name, info]));
+  }
+
+  /** Statuses of the named thin devices, keyed by name, in one process (absent: no such device). */
+  async thinStatusOf(names: readonly string[]): Promise<Map<string, string>> {
+    const text = await this.forNames(names, ["status"], ["status", "--target", "thin"]);
+    // dmsetup prefixes each line with the device's name only when it reports more than one device.
+    const [only] = names;
+    return names.length === 1 && only !== undefined && !text.startsWith(`${only}: `)
+      ? new Map([[only, text.trim()]])
+      : parseNamedLines(text);
+  }
+
+  private async forNames(names: readonly string[], command: string[], wholeHost: string[]): Promise<string> {
+    if (names.length === 0) return "";
+    if (names.length > MAX_NAMES_PER_CALL) return this.dm(wholeHost);
+    try {
+      return await this.dm([...command, ...names]);
+    } catch (err) {
+      if (isErrno(err, "ENXIO")) return this.dm(wholeHost);
+      throw err;
+    }
   }
 
   /** Statuses of every device using the given target type, keyed by name. */

@@ -341,17 +341,29 @@ export class ThinPoolEngine {
     });
   }
 
-  /** Conditions of many devices (a ListVolumes page) with one `dmsetup info` and one `status` for all. */
-  async deviceConditions<T extends { name: string }>(devices: readonly T[]): Promise<[T, DeviceCondition][]> {
+  /**
+   * Conditions of many devices (a ListVolumes page): one `dmsetup info` and one `status` naming the
+   * page's active devices, not a listing of every device on the host (2.4 s a page at 2,000 devices in
+   * the benchmark VM). A device that turned active after the page was read is asked about on its own.
+   */
+  async deviceConditions<T extends { name: string; state: DeviceState }>(
+    devices: readonly T[],
+  ): Promise<[T, DeviceCondition][]> {
+    const active = devices
+      .filter((d) => d.state === DeviceState.Active)
+      .map((d) => dmNameOf(this.ctx, d.name));
+    const listed = new Set(active);
     let infos: Promise<Map<string, DmInfo>> | undefined;
     let statuses: Promise<Map<string, string>> | undefined;
     const live: LiveDeviceReader = {
       info: async (dmName) => {
-        infos ??= this.ctx.dm.infoAll().then((all) => new Map(all.map((info) => [info.name, info])));
+        if (!listed.has(dmName)) return this.ctx.dm.info(dmName);
+        infos ??= this.ctx.dm.infoOf(active);
         return (await infos).get(dmName);
       },
       thinStatus: async (dmName) => {
-        statuses ??= this.ctx.dm.statusAll("thin");
+        if (!listed.has(dmName)) return parseThinStatus(await this.ctx.dm.status(dmName));
+        statuses ??= this.ctx.dm.thinStatusOf(active);
         const line = (await statuses).get(dmName);
         return line === undefined ? undefined : parseThinStatus(line);
       },

@@ -409,26 +409,57 @@ describe("ThinPoolEngine (fake kernel)", () => {
     assert.ok((suspends[0]?.frozenMs ?? -1) >= 0);
   });
 
-  it("answers the conditions of many devices with one dmsetup info, one thin status listing and one pool status", async () => {
+  it("answers the conditions of a page with one dmsetup info and one thin status naming its active devices", async () => {
     const { engine, kernel } = await openEngine();
     const names = ["v1", "v2", "v3", "v4"];
     for (const name of names) await engine.createVolume({ name, sizeBytes: MiB });
     for (const name of names.slice(0, 3)) await engine.activate(name);
-    kernel.devices.delete("tpcsi-v3");
+    kernel.addDevice("tpcsi-other", "0 2048 thin 254:2 99", "");
     kernel.calls = [];
-    const conditions = await engine.deviceConditions(names.map((name) => ({ name })));
+    const conditions = await engine.deviceConditions(engine.listDevices());
+    assert.deepEqual(
+      conditions.map(([d, c]) => [d.name, c.abnormal]),
+      names.map((name) => [name, false]),
+    );
+    const active = ["tpcsi-v1", "tpcsi-v2", "tpcsi-v3"];
+    assert.deepEqual(
+      kernel.calls.map((c) => c.slice(1)),
+      [
+        ["status", "pool0"],
+        ["info", ...active],
+        ["status", ...active],
+      ],
+    );
+
+    // One active device: dmsetup prints its status line without the name.
+    kernel.devices.get("tpcsi-v2")!.failed = true;
+    const [[, condition]] = (await engine.deviceConditions(
+      engine.listDevices().filter((d) => d.name === "v2"),
+    )) as [[unknown, { abnormal: boolean; message: string }]];
+    assert.equal(condition.abnormal, true);
+    assert.match(condition.message, /failed in the kernel/);
+  });
+
+  it("reads every device when an active device of the page is missing (dmsetup stops at the first)", async () => {
+    const { engine, kernel } = await openEngine();
+    const names = ["v1", "v2", "v3"];
+    for (const name of names) await engine.createVolume({ name, sizeBytes: MiB });
+    for (const name of names) await engine.activate(name);
+    kernel.devices.delete("tpcsi-v2");
+    kernel.calls = [];
+    const conditions = await engine.deviceConditions(engine.listDevices());
     assert.deepEqual(
       conditions.map(([d, c]) => [d.name, c.abnormal]),
       [
         ["v1", false],
-        ["v2", false],
-        ["v3", true],
-        ["v4", false],
+        ["v2", true],
+        ["v3", false],
       ],
     );
     assert.deepEqual(
-      kernel.calls.map((c) => c.slice(1, 3)),
-      [["status", "pool0"], ["info"], ["status", "--target"]],
+      kernel.calls.map((c) => c.slice(1, 2)),
+      [["status"], ["info"], ["info"], ["status"], ["status"]],
+      "the named calls fail and each falls back to one listing of the host",
     );
   });
 });

@@ -145,7 +145,8 @@ export class FakeKernel implements CommandRunner {
       case "message":
         return this.message(args, rest[0] as string, rest[2] as string);
       case "info": {
-        const names = rest.length ? [rest[0] as string] : [...this.devices.keys()];
+        // Like dmsetup: every named device in turn, failing the whole call at the first missing one.
+        const names = rest.length ? rest : [...this.devices.keys()];
         return names.map((n) => this.infoBlock(this.get(n, args))).join("\n\n");
       }
       case "status": {
@@ -155,7 +156,9 @@ export class FakeKernel implements CommandRunner {
             .map((d) => `${d.name}: ${this.statusLine(d)}`)
             .join("\n");
         }
-        return this.statusLine(this.get(rest[0] as string, args));
+        // One device: its line alone; several: each line prefixed with the device's name.
+        if (rest.length === 1) return this.statusLine(this.get(rest[0] as string, args));
+        return rest.map((n) => `${n}: ${this.statusLine(this.get(n, args))}`).join("\n");
       }
       case "table": {
         if (rest.length === 0)
