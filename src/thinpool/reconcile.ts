@@ -10,10 +10,13 @@ import {
 } from "./context.js";
 import { describe } from "./errors.js";
 import { readPoolMappings } from "./metadata-snapshot.js";
-import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type DmInfo } from "./status.js";
-
-/** A dm device of ours found at start-up, with its table when it had one. */
-type LiveDevice = DmInfo & { table: string | undefined };
+import {
+  parsePoolStatus,
+  parseThinTable,
+  SECTOR_BYTES,
+  type DmInfo,
+  type DmInfoWithTable,
+} from "./status.js";
 
 /** Devices reactivated at once: dmsetup create does not message the pool, so they can run side by side. */
 const REACTIVATE_CONCURRENCY = 8;
@@ -46,12 +49,12 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
     durationMs: 0,
   };
   const prefix = `${ctx.prefix}-`;
-  const live = new Map<string, LiveDevice>();
-  const infos = (await ctx.dm.infoAll()).filter((info) => info.name.startsWith(prefix));
-  // Every live table in one process: one `dmsetup table` per device made a restart with 2,000 active
-  // devices spawn 2,000 processes (docs/PERFORMANCE.md).
-  const tables = infos.length > 0 ? await ctx.dm.tableAll() : new Map<string, string>();
-  for (const info of infos) live.set(info.name, { ...info, table: tables.get(info.name) });
+  const live = new Map<string, DmInfoWithTable>();
+  // Every device's info and live table in one process: one `dmsetup table` per device made a restart
+  // with 2,000 active devices spawn 2,000 processes (docs/PERFORMANCE.md).
+  for (const device of await ctx.dm.infoAndTables()) {
+    if (device.name.startsWith(prefix)) live.set(device.name, device);
+  }
 
   for (const info of live.values()) {
     if (!info.suspended) continue;
@@ -114,7 +117,7 @@ async function settle(
   ctx: EngineContext,
   pool: PoolRuntime,
   device: DeviceRecord,
-  live: LiveDevice | undefined,
+  live: DmInfoWithTable | undefined,
   report: ReconcileReport,
 ): Promise<DeviceRecord | undefined> {
   const dmName = dmNameOf(ctx, device.name);

@@ -106,6 +106,12 @@ export class FakeKernel implements CommandRunner {
   private dmsetup(args: readonly string[]): string {
     const [verb, ...rest] = args;
     switch (verb) {
+      case "-v": {
+        // `dmsetup -v table`: each device's info block, then its table.
+        if (rest.join(" ") !== "table")
+          return this.err(args, `Unsupported verbose command ${rest.join(" ")}`);
+        return [...this.devices.values()].map((d) => `${this.infoBlock(d)}\n\n${d.table}\n`).join("\n");
+      }
       case "create": {
         const name = rest[0] as string;
         const uuid = rest.includes("--uuid") ? (rest[rest.indexOf("--uuid") + 1] as string) : "";
@@ -160,11 +166,8 @@ export class FakeKernel implements CommandRunner {
         if (rest.length === 1) return this.statusLine(this.get(rest[0] as string, args));
         return rest.map((n) => `${n}: ${this.statusLine(this.get(n, args))}`).join("\n");
       }
-      case "table": {
-        if (rest.length === 0)
-          return [...this.devices.values()].map((d) => `${d.name}: ${d.table}`).join("\n");
+      case "table":
         return this.get(rest[0] as string, args).table;
-      }
       case "mknodes":
         return "";
       default:
