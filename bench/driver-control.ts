@@ -1,11 +1,21 @@
 /** Starts, queries and stops the benchmark's driver process (bench/driver-process.ts) from inside the VM. */
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { CsiClient } from "../src/csi/client.js";
+import { repoPath } from "../test/support/repo.js";
 import type { DriverRequest, DriverStats } from "./driver-protocol.js";
 
 const ENTRY = fileURLToPath(new URL("./driver-process.js", import.meta.url));
+
+/** The Node flags the image's ENTRYPOINT (Dockerfile, exec form) gives the driver. */
+export function imageNodeFlags(dockerfile: string): string[] {
+  const entrypoint = /^ENTRYPOINT (\[.*\])\s*$/m.exec(dockerfile)?.[1];
+  if (!entrypoint) throw new Error("the Dockerfile has no ENTRYPOINT in exec form");
+  const argv = JSON.parse(entrypoint) as string[];
+  return argv.slice(argv.indexOf("node") + 1).filter((arg) => arg.startsWith("--"));
+}
 
 export interface DriverSetup {
   socket: string;
@@ -35,6 +45,8 @@ export class BenchDriver {
     const child = spawn(
       process.execPath,
       [
+        // As the image runs it: the same Node flags (a smaller young generation).
+        ...imageNodeFlags(readFileSync(repoPath("Dockerfile"), "utf8")),
         ENTRY,
         `--endpoint=unix://${setup.socket}`,
         "--node-id=bench-node",
