@@ -1,4 +1,5 @@
 /** What one benchmark run measured (written by bench/vm-bench.ts in the VM, read by bench/report.ts). */
+import type { ReconcilePhases } from "../src/thinpool/context.js";
 import type { Summary } from "./stats.js";
 
 export interface BenchSizes {
@@ -16,6 +17,8 @@ export interface BenchSizes {
   throughputCalls: number;
   /** Calls timed at the start and at the end of the scale test. */
   scaleProbe: number;
+  /** Driver restarts with every device active (the reconciliation reported is their median). */
+  restarts?: number;
   volumeBytes: number;
 }
 
@@ -67,7 +70,11 @@ export interface BenchResults {
     importsMs: number;
     restartActive: number;
     restartStartToReadyMs: number;
+    /** The median of `restartReconcileSamplesMs`. */
     restartReconcileMs: number;
+    restartReconcileSamplesMs?: number[];
+    /** Where the median restart's reconciliation went. */
+    restartPhasesMs?: ReconcilePhases;
     rebootReactivated: number;
     rebootReconcileMs: number;
     rebootStartToReadyMs: number;

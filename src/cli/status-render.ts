@@ -9,7 +9,7 @@ import {
   type ResourcePressureReport,
 } from "../server/node-status.js";
 import { fmt } from "../thinpool/capacity.js";
-import { RECONCILE_RESULTS } from "../thinpool/context.js";
+import { RECONCILE_RESULTS, type ReconcilePhases } from "../thinpool/context.js";
 
 /** Left-aligned columns separated by two spaces; no trailing blanks. */
 export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -74,7 +74,7 @@ export function renderStatus(reports: readonly NodeStatusReport[], options: Rend
     out.push(
       reconcile === null
         ? "  start-up reconciliation: not finished"
-        : `  start-up reconciliation: ${RECONCILE_RESULTS.map((r) => `${r} ${reconcile[r]}`).join(", ")} (${reconcile.durationMs} ms)`,
+        : `  start-up reconciliation: ${RECONCILE_RESULTS.map((r) => `${r} ${reconcile[r]}`).join(", ")} (${reconcile.durationMs} ms: ${describePhases(reconcile.phasesMs)})`,
     );
     for (const pool of report.pools) {
       if (pool.error !== null) out.push(`  pool ${pool.name} cannot be read: ${pool.error}`);
@@ -143,4 +143,8 @@ export function renderStatus(reports: readonly NodeStatusReport[], options: Rend
     }
   }
   return `${out.join("\n")}\n`;
+}
+
+function describePhases(phases: ReconcilePhases): string {
+  return `listing ${phases.listing}, settling ${phases.settling}, reactivation ${phases.reactivation}, metadata check ${phases.metadataCheck}`;
 }

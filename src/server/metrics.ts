@@ -40,6 +40,7 @@ export class DriverMetrics {
   private readonly suspendDuration: Histogram<"pool">;
   private readonly reconcileDevices: Gauge<"result">;
   private readonly reconcileDuration: Gauge;
+  private readonly reconcilePhase: Gauge<"phase">;
   private readonly reconcileTimestamp: Gauge;
 
   constructor(options: { readonly node: string }) {
@@ -84,6 +85,12 @@ export class DriverMetrics {
       help: "How long the last start-up reconciliation took",
       registers,
     });
+    this.reconcilePhase = new Gauge({
+      name: `${METRIC_PREFIX}reconcile_phase_seconds`,
+      help: "Where the last start-up reconciliation's time went, by phase (listing, settling, reactivation, metadataCheck)",
+      labelNames: ["phase"],
+      registers,
+    });
     this.reconcileTimestamp = new Gauge({
       name: `${METRIC_PREFIX}reconcile_timestamp_seconds`,
       help: "When the last start-up reconciliation finished (Unix time)",
@@ -110,6 +117,8 @@ export class DriverMetrics {
     onReconcile: (report) => {
       for (const result of RECONCILE_RESULTS) this.reconcileDevices.set({ result }, report[result]);
       this.reconcileDuration.set(report.durationMs / 1000);
+      for (const [phase, ms] of Object.entries(report.phasesMs))
+        this.reconcilePhase.set({ phase }, ms / 1000);
       this.reconcileTimestamp.set(Date.now() / 1000);
     },
   };

@@ -30,6 +30,19 @@ export interface ReconcileReport {
   quarantined: number;
   faulty: number;
   durationMs: number;
+  /** Where `durationMs` went, summed over pools, so a slow start says which step to look at. */
+  phasesMs: ReconcilePhases;
+}
+
+export interface ReconcilePhases {
+  /** The one `dmsetup -v table` of every device, and resuming devices left suspended. */
+  listing: number;
+  /** Pool status reads and settling each row (rolling unfinished changes forward or back). */
+  settling: number;
+  /** Creating the dm devices of volumes that should be active (after a reboot). */
+  reactivation: number;
+  /** The metadata cross-check: metadata snapshot, thin_ls, release. */
+  metadataCheck: number;
 }
 
 /** The report's device counters, in the order they are shown. */

@@ -6,6 +6,7 @@ import {
   thinTableOf,
   type EngineContext,
   type PoolRuntime,
+  type ReconcilePhases,
   type ReconcileReport,
 } from "./context.js";
 import { describe } from "./errors.js";
@@ -47,6 +48,15 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
     quarantined: 0,
     faulty: 0,
     durationMs: 0,
+    phasesMs: { listing: 0, settling: 0, reactivation: 0, metadataCheck: 0 },
+  };
+  const phases = report.phasesMs;
+  let phaseStart = started;
+  /** Adds the time since the previous phase ended to `phase`. */
+  const endPhase = (phase: keyof ReconcilePhases): void => {
+    const now = Date.now();
+    phases[phase] += now - phaseStart;
+    phaseStart = now;
   };
   const prefix = `${ctx.prefix}-`;
   const live = new Map<string, DmInfoWithTable>();
@@ -62,6 +72,7 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
     report.resumed++;
     ctx.logger.warn({ dm: info.name }, "resumed a device left suspended");
   }
+  endPhase("listing");
 
   for (const pool of ctx.pools.values()) {
     const poolStatus = parsePoolStatus(await ctx.dm.status(pool.dmName));
@@ -85,6 +96,7 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
         markFaulty(ctx, device, `start-up repair failed: ${describe(err)}`);
       }
     }
+    endPhase("settling");
     await forEachLimited(toActivate, REACTIVATE_CONCURRENCY, async (device) => {
       try {
         await ctx.dm.create(dmNameOf(ctx, device.name), thinTableOf(pool, device), dmUuidOf(device.name));
@@ -94,7 +106,9 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
         markFaulty(ctx, device, `could not be reactivated: ${describe(err)}`);
       }
     });
+    endPhase("reactivation");
     if (writable) await crossCheckMetadata(ctx, pool, report);
+    endPhase("metadataCheck");
     if (pool.ownsTransactionId) ctx.store.setPoolTransactionId(pool.name, Number(pool.kernelTxid));
     report.faulty += ctx.store.countByState(pool.name).get(DeviceState.Faulty) ?? 0;
   }

@@ -317,7 +317,10 @@ describe("operations: metrics, pool pressure, status command on a real pool", fu
     d = await start(d);
     const summaries = logs.filter((line) => line.msg === "start-up reconciliation finished");
     assert.equal(summaries.length, 1, "one summary line");
-    const report = summaries[0]?.reconcile as Record<string, number>;
+    const report = summaries[0]?.reconcile as Record<(typeof RECONCILE_RESULTS)[number], number> & {
+      durationMs: number;
+      phasesMs: Record<string, number>;
+    };
     console.log(`      [operations] ${JSON.stringify({ reconcile: report })}`);
     assert.equal(report.checked, 3);
     assert.equal(report.reactivated, 1);
@@ -331,10 +334,15 @@ describe("operations: metrics, pool pressure, status command on a real pool", fu
         result,
       );
     }
-    assert.equal(
-      sampleValue(samples, "thinpool_csi_reconcile_duration_seconds"),
-      (report.durationMs ?? 0) / 1000,
-    );
+    assert.equal(sampleValue(samples, "thinpool_csi_reconcile_duration_seconds"), report.durationMs / 1000);
+    assert.deepEqual(Object.keys(report.phasesMs).sort(), [
+      "listing",
+      "metadataCheck",
+      "reactivation",
+      "settling",
+    ]);
+    for (const [phase, ms] of Object.entries(report.phasesMs))
+      assert.equal(sampleValue(samples, "thinpool_csi_reconcile_phase_seconds", { phase }), ms / 1000, phase);
     assert.equal(sampleValue(samples, "thinpool_csi_thin_devices", { pool: POOL, state: "faulty" }), 1);
     assert.equal(sampleValue(samples, "thinpool_csi_thin_devices", { pool: POOL, state: "active" }), 1);
 

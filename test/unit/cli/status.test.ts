@@ -67,7 +67,7 @@ describe("thinpool-csi status", () => {
     assert.equal(lines[0], "Node worker-1: thinpool.csi.dev 0.1.0, ready");
     assert.equal(
       lines[1],
-      "  start-up reconciliation: checked 4, reactivated 1, resumed 0, rolledForward 0, rolledBack 1, deactivated 0, quarantined 1, faulty 2 (87 ms)",
+      "  start-up reconciliation: checked 4, reactivated 1, resumed 0, rolledForward 0, rolledBack 1, deactivated 0, quarantined 1, faulty 2 (87 ms: listing 9, settling 21, reactivation 50, metadata check 7)",
     );
     assert.match(text, /^POOL\s+MODE\s+DATA USED\s+METADATA USED\s+PROVISIONED\s+PROVISIONABLE\s+PRESSURE$/m);
     assert.match(

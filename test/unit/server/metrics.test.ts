@@ -138,6 +138,7 @@ describe("DriverMetrics", () => {
       quarantined: 3,
       faulty: 1,
       durationMs: 250,
+      phasesMs: { listing: 40, settling: 60, reactivation: 120, metadataCheck: 30 },
     });
     const samples = await scrape(metrics);
     assert.equal(sampleValue(samples, "thinpool_csi_origin_suspend_seconds_count", { pool: "fast" }), 2);
@@ -148,6 +149,14 @@ describe("DriverMetrics", () => {
     );
     assert.equal(sampleValue(samples, "thinpool_csi_reconcile_devices", { result: "checked" }), 7);
     assert.equal(sampleValue(samples, "thinpool_csi_reconcile_devices", { result: "quarantined" }), 3);
+    assert.equal(
+      sampleValue(samples, "thinpool_csi_reconcile_phase_seconds", { phase: "reactivation" }),
+      0.12,
+    );
+    assert.equal(
+      sampleValue(samples, "thinpool_csi_reconcile_phase_seconds", { phase: "metadataCheck" }),
+      0.03,
+    );
     assert.equal(sampleValue(samples, "thinpool_csi_reconcile_devices", { result: "faulty" }), 1);
     assert.equal(sampleValue(samples, "thinpool_csi_reconcile_duration_seconds"), 0.25);
     assert.ok((sampleValue(samples, "thinpool_csi_reconcile_timestamp_seconds") ?? 0) > 1.7e9);

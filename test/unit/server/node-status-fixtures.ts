@@ -125,6 +125,7 @@ export function statusInput(overrides: Partial<NodeStatusInput> = {}): NodeStatu
       quarantined: 1,
       faulty: 2,
       durationMs: 87,
+      phasesMs: { listing: 9, settling: 21, reactivation: 50, metadataCheck: 7 },
     },
     dmNameOf: (name) => `tpcsi-${name}`,
     ...overrides,

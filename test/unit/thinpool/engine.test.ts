@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
+import type { CommandRunner } from "../../../src/thinpool/command.js";
 import { ThinPoolEngine, type EngineOptions } from "../../../src/thinpool/engine.js";
 import { EngineError } from "../../../src/thinpool/errors.js";
 import { FakeKernel, recordingLogger, silentLogger } from "./fake-kernel.js";
@@ -582,6 +583,29 @@ describe("start-up reconciliation (fake kernel)", () => {
     assert.equal(kernel.devices.has("tpcsi-s1"), false);
     assert.equal(reopened.engine.lastReconcile?.reactivated, 1);
     assert.equal((await reopened.engine.readiness()).ready, true);
+  });
+
+  it("reports where the start-up time went, phase by phase", async () => {
+    const { engine, kernel, store } = await openEngine();
+    for (const name of ["v1", "v2"]) {
+      await engine.createVolume({ name, sizeBytes: MiB });
+      await engine.activate(name);
+      kernel.devices.delete(`tpcsi-${name}`); // reboot: no dm devices survive
+    }
+    const slowCreates: CommandRunner = {
+      run: async (file, args, options) => {
+        if (args[0] === "create") await new Promise((resolve) => setTimeout(resolve, 80));
+        return kernel.run(file, args, options);
+      },
+    };
+    const { engine: reopened } = await openEngine(kernel, store, { runner: slowCreates });
+    const report = reopened.lastReconcile;
+    assert.ok(report);
+    assert.equal(report.reactivated, 2);
+    const { listing, settling, reactivation, metadataCheck } = report.phasesMs;
+    assert.ok(reactivation >= 75, `the slow creates are counted as reactivation: ${reactivation} ms`);
+    for (const ms of [listing, settling, metadataCheck]) assert.ok(Number.isInteger(ms) && ms >= 0);
+    assert.ok(listing + settling + reactivation + metadataCheck <= report.durationMs);
   });
 
   it("reads every device's info and live table in one dmsetup call at start-up, however many are active", async () => {
