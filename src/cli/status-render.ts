@@ -74,7 +74,7 @@ export function renderStatus(reports: readonly NodeStatusReport[], options: Rend
     out.push(
       reconcile === null
         ? "  start-up reconciliation: not finished"
-        : `  start-up reconciliation: ${RECONCILE_RESULTS.map((r) => `${r} ${reconcile[r]}`).join(", ")} (${reconcile.durationMs} ms: ${describePhases(reconcile.phasesMs)})`,
+        : `  start-up reconciliation: ${RECONCILE_RESULTS.map((r) => `${r} ${reconcile[r]}`).join(", ")} (${reconcile.durationMs} ms${describePhases(reconcile.phasesMs)})`,
     );
     for (const pool of report.pools) {
       if (pool.error !== null) out.push(`  pool ${pool.name} cannot be read: ${pool.error}`);
@@ -145,6 +145,8 @@ export function renderStatus(reports: readonly NodeStatusReport[], options: Rend
   return `${out.join("\n")}\n`;
 }
 
-function describePhases(phases: ReconcilePhases): string {
-  return `listing ${phases.listing}, settling ${phases.settling}, reactivation ${phases.reactivation}, metadata check ${phases.metadataCheck}`;
+/** Nothing for a driver too old to report its phases. */
+function describePhases(phases: ReconcilePhases | undefined): string {
+  if (!phases) return "";
+  return `: listing ${phases.listing}, settling ${phases.settling}, reactivation ${phases.reactivation}, metadata check ${phases.metadataCheck}`;
 }

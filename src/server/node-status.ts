@@ -104,8 +104,15 @@ export interface NodeStatusReport {
   readonly faulty: readonly FaultyDeviceReport[];
   readonly quarantinedIds: readonly QuarantinedId[];
   /** null until the start-up reconciliation has finished. */
-  readonly lastReconcile: ReconcileReport | null;
+  readonly lastReconcile: ReportedReconcile | null;
 }
+
+/**
+ * A reconciliation report as it travels: `phasesMs` is absent from drivers older than the phase report,
+ * which a newer kubectl plugin still reads from the nodes a rolling upgrade has not reached yet.
+ */
+export type ReportedReconcile = Omit<ReconcileReport, "phasesMs"> &
+  Partial<Pick<ReconcileReport, "phasesMs">>;
 
 export interface NodeStatusInput {
   readonly node: string;

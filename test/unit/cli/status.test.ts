@@ -61,6 +61,15 @@ describe("thinpool-csi status", () => {
     }
   });
 
+  it("renders the reconciliation of a driver too old to report its phases (a rolling upgrade)", () => {
+    const { phasesMs: _dropped, ...older } = report.lastReconcile ?? assert.fail("fixture has a report");
+    const text = renderStatus([{ ...report, lastReconcile: older }], { nodeColumn: false });
+    assert.equal(
+      text.split("\n")[1],
+      "  start-up reconciliation: checked 4, reactivated 1, resumed 0, rolledForward 0, rolledBack 1, deactivated 0, quarantined 1, faulty 2 (87 ms)",
+    );
+  });
+
   it("renders pools, devices with their owners, faulty devices with what to do, and quarantined ids", () => {
     const text = renderStatus([report], { nodeColumn: false });
     const lines = text.split("\n");
