@@ -95,6 +95,8 @@ export interface DeviceCondition {
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 /** EEXIST on create means the id is held by a device the store does not know; try this many others. */
 const MAX_ID_COLLISIONS = 32;
+/** A capacity check trusts a status that predates at most this many of the engine's own changes. */
+const MAX_CHANGES_SINCE_STATUS = 4;
 
 /**
  * The thin-pool engine: creates, snapshots, activates, grows, deactivates and deletes thin devices,
@@ -271,21 +273,29 @@ export class ThinPoolEngine {
   /**
    * The status a capacity check may trust: workloads keep writing and the engine's own creates use
    * metadata, and in the full-pool suite a status one second old let a snapshot through with 28 KiB of
-   * metadata left under a 51 KiB reserve. A recent status is used only if it was read after the engine's
-   * last metadata change and shows free data and metadata at least twice their reserves, where a second of
-   * writes cannot decide the answer; near a reserve every check reads the kernel.
+   * metadata left under a 51 KiB reserve. A recent status is used only if it shows free data and metadata
+   * at least twice their reserves, where a second of writes cannot decide the answer, after charging it
+   * for each of the engine's own changes it predates (at most MAX_CHANGES_SINCE_STATUS). Not waiting for
+   * the read the previous change started keeps that process off the path of back-to-back creates. Near a
+   * reserve every check reads the kernel.
    */
   private async capacityStatus(pool: string): Promise<PoolStatus> {
     const generation = this.generationOf(pool);
+    const blockBytes = this.blockBytes(pool);
     const cached = this.statusCache.get(pool);
-    const inFlight = this.statusReads.get(pool);
-    let recent: PoolStatus | undefined;
-    if (cached && cached.generation === generation && Date.now() - cached.at < this.statusTtlMs) {
-      recent = cached.status;
-    } else if (inFlight && inFlight.generation === generation) {
-      recent = await inFlight.status.catch(() => undefined);
+    if (cached && Date.now() - cached.at < this.statusTtlMs) {
+      const changesSince = changesBetween(cached.generation, generation);
+      if (
+        changesSince <= MAX_CHANGES_SINCE_STATUS &&
+        wellAboveReserves(cached.status, blockBytes, this.policy, changesSince)
+      )
+        return cached.status;
     }
-    if (recent && wellAboveReserves(recent, this.blockBytes(pool), this.policy)) return recent;
+    const inFlight = this.statusReads.get(pool);
+    if (inFlight && inFlight.generation === generation) {
+      const status = await inFlight.status.catch(() => undefined);
+      if (status && wellAboveReserves(status, blockBytes, this.policy)) return status;
+    }
     return this.readStatus(pool);
   }
 
@@ -918,6 +928,14 @@ export class ThinPoolEngine {
 
 const devKey = (name: string): string => `dev:${name}`;
 const poolKey = (name: string): string => `pool:${name}`;
+
+/**
+ * How many metadata changes a status read started at generation `readAt` may have missed by `now`: one
+ * per two bumps, and a change in flight when the read started counts as missed.
+ */
+function changesBetween(readAt: number, now: number): number {
+  return Math.ceil((now - readAt) / 2);
+}
 
 function validateName(name: string): void {
   if (!NAME_PATTERN.test(name)) {

@@ -3,6 +3,7 @@ import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
 import type { CommandRunner } from "../../../src/thinpool/command.js";
 import { ThinPoolEngine, type EngineOptions } from "../../../src/thinpool/engine.js";
+import { METADATA_BLOCKS_PER_CHANGE } from "../../../src/thinpool/capacity.js";
 import { EngineError } from "../../../src/thinpool/errors.js";
 import { FakeKernel, recordingLogger, silentLogger } from "./fake-kernel.js";
 
@@ -667,17 +668,65 @@ describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)
   const cached = { statusTtlMs: 60_000 };
   const settle = () => new Promise((resolve) => setImmediate(resolve));
 
-  it("counts its own creates: refuses the one that would cross the metadata reserve", async () => {
-    const kernel = new FakeKernel();
-    kernel.metadataBlocksPerCreate = 1200; // of 4096; the reserve is 10%, 409.6 blocks
-    const { engine } = await openEngine(kernel, undefined, cached);
-    for (const name of ["v1", "v2", "v3"]) await engine.createVolume({ name, sizeBytes: MiB });
-    assert.equal(kernel.metadataUsedBlocks, 3700);
-    await rejectsWith(
-      engine.createVolume({ name: "v4", sizeBytes: MiB }),
-      "NoSpace",
-      /free metadata space .* reserve/,
-    );
+  // A large metadata device, and one so small that the charge for unseen creates decides the answer.
+  for (const [total, used] of [
+    [4096, 100],
+    [320, 250],
+  ] as const) {
+    it(`charges each create it has not seen in a status, and refuses exactly where a fresh read would (${total} metadata blocks)`, async () => {
+      const kernel = new FakeKernel();
+      kernel.metadataTotalBlocks = total;
+      kernel.metadataUsedBlocks = used;
+      kernel.metadataBlocksPerCreate = METADATA_BLOCKS_PER_CHANGE; // the worst one change may take
+      const reserve = total / 10;
+      const freeAtCreate: number[] = [];
+      const run = kernel.run.bind(kernel);
+      kernel.run = (file, args, options) => {
+        if (args[3]?.startsWith("create_thin"))
+          freeAtCreate.push(kernel.metadataTotalBlocks - kernel.metadataUsedBlocks);
+        return run(file, args, options);
+      };
+      const { engine } = await openEngine(kernel, undefined, cached);
+      let refused: unknown;
+      for (let i = 0; !refused; i++) {
+        refused = await engine.createVolume({ name: `v${i}`, sizeBytes: MiB }).then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+      }
+      assert.ok(refused instanceof EngineError && refused.code === "NoSpace", String(refused));
+      assert.match(refused.message, /free metadata space .* reserve/);
+      assert.ok(freeAtCreate.length >= 2);
+      assert.ok(
+        freeAtCreate.every((free) => free > reserve),
+        `every create admitted had free metadata above the reserve: ${freeAtCreate.join(", ")}`,
+      );
+      const freeAtRefusal = kernel.metadataTotalBlocks - kernel.metadataUsedBlocks;
+      assert.ok(freeAtRefusal <= reserve, `refused with ${freeAtRefusal} blocks free`);
+      if (total === 4096) {
+        const reads = kernel.calls.filter((c) => c[1] === "status").length;
+        assert.ok(reads < freeAtCreate.length / 2, `${reads} status reads: stale statuses were used`);
+      }
+    });
+  }
+
+  it("does not wait for the status read the previous create started, far from the reserves", async () => {
+    const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await settle();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const run = kernel.run.bind(kernel);
+    kernel.run = async (file, args, options) => {
+      if (args[0] === "status") await gate; // every read from now on hangs until released
+      return run(file, args, options);
+    };
+    await engine.createVolume({ name: "v2", sizeBytes: MiB });
+    await settle(); // v2's read has started and hangs
+    const v3 = engine.createVolume({ name: "v3", sizeBytes: MiB }).then(() => "created");
+    const waited = new Promise((r) => setTimeout(() => r("waited for the read"), 500));
+    assert.equal(await Promise.race([v3, waited]), "created");
+    release();
   });
 
   it("near a reserve reads the kernel on every check, however recent the cached status", async () => {
