@@ -549,6 +549,8 @@ export class ThinPoolEngine {
     const live = await this.ctx.dm.info(originDm);
     let failure: unknown;
     if (live) {
+      // The pool status read the previous change started would compete for the CPU with the frozen origin.
+      await this.statusReads.get(pool.name)?.status.catch(() => undefined);
       try {
         await this.ctx.dm.suspend(originDm);
       } catch (err) {

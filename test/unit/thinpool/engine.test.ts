@@ -729,6 +729,33 @@ describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)
     release();
   });
 
+  it("lets the status read it started finish before it freezes an origin for a snapshot", async () => {
+    const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.activate("v1");
+    await settle();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const order: string[] = [];
+    const run = kernel.run.bind(kernel);
+    kernel.run = async (file, args, options) => {
+      if (args[0] === "status") {
+        await gate;
+        order.push("status read");
+      }
+      if (args[0] === "suspend") order.push("suspend");
+      return run(file, args, options);
+    };
+    await engine.createVolume({ name: "v2", sizeBytes: MiB });
+    await settle(); // v2's read has started and hangs
+    const snapshot = engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(order, [], "not frozen while the read runs");
+    release();
+    await snapshot;
+    assert.deepEqual(order.slice(0, 2), ["status read", "suspend"]);
+  });
+
   it("near a reserve reads the kernel on every check, however recent the cached status", async () => {
     const kernel = new FakeKernel();
     kernel.dataUsedBlocks = 13500; // of 16384: 2884 free, under twice the 1638-block reserve
