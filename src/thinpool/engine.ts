@@ -247,10 +247,10 @@ export class ThinPoolEngine {
   }
 
   /**
-   * Runs a change to the pool's metadata. Afterwards the pool status is read again in the background, so
-   * the next capacity check finds a status that already counts this change and need not spawn its own.
-   * The read starts on the next turn of the event loop: spawning forks this process, which blocks it, and
-   * the caller's answer should go out first.
+   * Runs a change to the pool's metadata. Afterwards the pool status is read again in the background
+   * (unless a recent one predates at most one change), so the next capacity checks find a status they may
+   * trust and need not spawn their own. The read starts on the next turn of the event loop: spawning forks
+   * this process, which blocks it, and the caller's answer should go out first.
    */
   private async changeMetadata<T>(pool: string, change: () => Promise<T>): Promise<T> {
     this.metadataGeneration.set(pool, this.generationOf(pool) + 1);
@@ -264,7 +264,16 @@ export class ThinPoolEngine {
   }
 
   private refreshStatus(pool: string): void {
-    if (this.statusReads.get(pool)?.generation === this.generationOf(pool)) return;
+    const generation = this.generationOf(pool);
+    if (this.statusReads.get(pool)?.generation === generation) return;
+    // Every other change is enough: a check trusts a status up to MAX_CHANGES_SINCE_STATUS changes old.
+    const cached = this.statusCache.get(pool);
+    if (
+      cached &&
+      changesBetween(cached.generation, generation) <= 1 &&
+      Date.now() - cached.at < this.statusTtlMs / 2
+    )
+      return;
     Promise.resolve()
       .then(() => this.readStatus(pool))
       .catch(() => undefined); // a failed read only means the next check reads for itself

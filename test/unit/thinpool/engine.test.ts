@@ -769,16 +769,29 @@ describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)
     );
   });
 
-  it("far from the reserves, uses the status read after its last create instead of spawning one", async () => {
+  it("far from the reserves, checks spawn no read: the status is read after every other change", async () => {
     const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
-    await engine.createVolume({ name: "v1", sizeBytes: MiB });
-    await settle(); // the read v1's create started has answered
     kernel.calls = [];
-    await engine.createVolume({ name: "v2", sizeBytes: MiB });
-    assert.equal(kernel.calls.filter((c) => c[1] === "status").length, 0, "no read before the answer");
-    await settle();
-    const verbs = kernel.calls.map((c) => (c[1] === "message" ? c[4] : c[1]));
-    assert.deepEqual(verbs, ["create_thin 1", "set_transaction_id 1 2", "status"]);
+    for (const name of ["v1", "v2", "v3", "v4"]) {
+      await engine.createVolume({ name, sizeBytes: MiB });
+      await settle(); // a read the create started has answered
+    }
+    const twoCreates = ["create_thin", "set_transaction_id", "create_thin", "set_transaction_id", "status"];
+    assert.deepEqual(
+      kernel.calls.map((c) => (c[1] === "message" ? c[4]?.split(" ")[0] : c[1])),
+      ["status", ...twoCreates, ...twoCreates], // the first check has no status to trust yet
+    );
+  });
+
+  it("reads the status after every change once the last read is half its lifetime old", async () => {
+    const { engine, kernel } = await openEngine(new FakeKernel(), undefined, { statusTtlMs: 100 });
+    kernel.calls = [];
+    for (const name of ["v1", "v2"]) {
+      await new Promise((r) => setTimeout(r, 60));
+      await engine.createVolume({ name, sizeBytes: MiB });
+      await settle();
+    }
+    assert.equal(kernel.calls.filter((c) => c[1] === "status").length, 2, "one after each create");
   });
 });
 
