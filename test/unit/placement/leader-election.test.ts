@@ -137,7 +137,11 @@ describe("leader election on a Lease (fake API server)", () => {
     const leader = replicas.find((r) => r.leads() > 0)!;
     const other = replicas.find((r) => r !== leader)!;
     api.put(claim("first", "thin-wffc", { kind: "VolumeSnapshot", name: "snap" }));
-    await waitFor(() => selected("first") === "worker-2", "the leader to place the claim");
+    // The controller logs after its patch has landed: wait for both, or the count races the log line.
+    await waitFor(
+      () => selected("first") === "worker-2" && placedBy(leader) === 1,
+      "the leader to place the claim",
+    );
     assert.equal(placedBy(leader), 1);
     assert.equal(placedBy(other), 0);
     assert.equal(other.leads(), 0, "the other replica never led");
@@ -152,7 +156,10 @@ describe("leader election on a Lease (fake API server)", () => {
       "the old leader stepped down",
     );
     api.put(claim("second", "thin-immediate", { kind: "PersistentVolumeClaim", name: "src" }));
-    await waitFor(() => selected("second") === "worker-1", "the new leader to place the next claim");
+    await waitFor(
+      () => selected("second") === "worker-1" && placedBy(other) === 1,
+      "the new leader to place the next claim",
+    );
     assert.equal(placedBy(other), 1);
     assert.equal(placedBy(leader), 1, "the old leader stopped acting");
 
