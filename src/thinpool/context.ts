@@ -71,6 +71,8 @@ export interface EngineContext {
   /** Prefix of every dm device name the engine creates, e.g. "tpcsi". */
   prefix: string;
   pools: Map<string, PoolRuntime>;
+  /** Size in 512-byte sectors of the block device with this "major:minor" (sysfs; a seam for tests). */
+  sectorsOf: (devno: string) => Promise<number>;
 }
 
 export function dmNameOf(ctx: Pick<EngineContext, "prefix">, deviceName: string): string {

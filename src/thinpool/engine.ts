@@ -26,7 +26,7 @@ import {
 } from "./context.js";
 import { Dmsetup, type DmsetupOptions } from "./dmsetup.js";
 import { asEngineError, describe, EngineError, isErrno } from "./errors.js";
-import { grownDevices, growPoolToDevices } from "./pool-growth.js";
+import { grownDevices, growPoolToDevices, sysfsSectors } from "./pool-growth.js";
 import { assemblePool, type PoolSpec } from "./pool-source.js";
 import { readPoolMappings } from "./metadata-snapshot.js";
 import { reconcile } from "./reconcile.js";
@@ -65,6 +65,8 @@ export interface EngineOptions {
   observer?: EngineObserver;
   /** How long a cached pool status may be used for capacity checks. */
   statusTtlMs?: number;
+  /** Reads a block device's size in sectors by "major:minor" (default: sysfs). */
+  sectorsOf?: (devno: string) => Promise<number>;
 }
 
 export interface CreateVolumeSpec {
@@ -148,6 +150,7 @@ export class ThinPoolEngine {
       logger,
       prefix: options.prefix ?? "tpcsi",
       pools: new Map(),
+      sectorsOf: options.sectorsOf ?? sysfsSectors,
     };
     if (options.pools.length === 0) throw new EngineError("InvalidArgument", "no pool configured");
     for (const spec of options.pools) {

@@ -11,13 +11,7 @@ import {
 } from "./context.js";
 import { describe } from "./errors.js";
 import { readPoolMappings } from "./metadata-snapshot.js";
-import {
-  parsePoolStatus,
-  parseThinTable,
-  SECTOR_BYTES,
-  type DmInfo,
-  type DmInfoWithTable,
-} from "./status.js";
+import { parsePoolStatus, SECTOR_BYTES, type DmInfo } from "./status.js";
 
 /** Devices reactivated at once: dmsetup create does not message the pool, so they can run side by side. */
 const REACTIVATE_CONCURRENCY = 8;
@@ -59,10 +53,10 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
     phaseStart = now;
   };
   const prefix = `${ctx.prefix}-`;
-  const live = new Map<string, DmInfoWithTable>();
-  // Every device's info and live table in one process: one `dmsetup table` per device made a restart
-  // with 2,000 active devices spawn 2,000 processes (docs/PERFORMANCE.md).
-  for (const device of await ctx.dm.infoAndTables()) {
+  const live = new Map<string, DmInfo>();
+  // Every device's info in one process (one `dmsetup table` per device made a restart with 2,000 active
+  // devices spawn 2,000 processes); live sizes come from sysfs (docs/PERFORMANCE.md).
+  for (const device of await ctx.dm.infoAll()) {
     if (device.name.startsWith(prefix)) live.set(device.name, device);
   }
 
@@ -131,7 +125,7 @@ async function settle(
   ctx: EngineContext,
   pool: PoolRuntime,
   device: DeviceRecord,
-  live: DmInfoWithTable | undefined,
+  live: DmInfo | undefined,
   report: ReconcileReport,
 ): Promise<DeviceRecord | undefined> {
   const dmName = dmNameOf(ctx, device.name);
@@ -160,7 +154,7 @@ async function settle(
       const target = device.pending?.op === "resize" ? device.pending : undefined;
       if (!target) throw new Error("Resizing without a recorded target size");
       const grown = { ...device, sizeBytes: Math.max(device.sizeBytes, target.sizeBytes) };
-      if (live) await reloadIfShorter(ctx, pool, grown, live.table);
+      if (live) await reloadIfShorter(ctx, pool, grown, live);
       const state = live ? DeviceState.Active : target.fromState;
       const updated = ctx.store.updateDevice(device.name, {
         state,
@@ -174,7 +168,7 @@ async function settle(
     case DeviceState.Active: {
       if (!live) return device;
       if (live.deferredRemove) await ctx.dm.cancelDeferredRemove(dmName);
-      await reloadIfShorter(ctx, pool, device, live.table);
+      await reloadIfShorter(ctx, pool, device, live);
       if (device.state === DeviceState.Activating)
         ctx.store.updateDevice(device.name, { state: DeviceState.Active });
       return undefined;
@@ -214,16 +208,18 @@ async function removeEverywhere(
   ctx.store.deleteDevice(device.name);
 }
 
-/** `liveTable`: the device's table as read at the start of reconciliation (read again when absent). */
+/**
+ * Loads the recorded size when the live device is shorter (a grow that did not reach the kernel). The
+ * live size is the block device's, from sysfs: 0 when the device has no live table, which this loads.
+ */
 async function reloadIfShorter(
   ctx: EngineContext,
   pool: PoolRuntime,
   device: DeviceRecord,
-  liveTable: string | undefined,
+  live: DmInfo,
 ): Promise<void> {
   const dmName = dmNameOf(ctx, device.name);
-  const table = parseThinTable(liveTable ?? (await ctx.dm.table(dmName)));
-  if (table.lengthSectors * SECTOR_BYTES >= device.sizeBytes) return;
+  if ((await ctx.sectorsOf(live.devno)) * SECTOR_BYTES >= device.sizeBytes) return;
   await ctx.dm.reload(dmName, thinTableOf(pool, device));
   await ctx.dm.resume(dmName);
 }

@@ -172,32 +172,6 @@ export function parseDmInfo(text: string): DmInfo[] {
   return devices;
 }
 
-/** A device's info with its live table (undefined: no live table). */
-export type DmInfoWithTable = DmInfo & { table: string | undefined };
-
-/**
- * Parses `dmsetup -v table`: per device an info block (as `dmsetup info` prints it) followed by its
- * table lines (`<start> <length> <target> <args...>`, none without a live table).
- */
-export function parseDmInfoWithTables(text: string): DmInfoWithTable[] {
-  const devices: DmInfoWithTable[] = [];
-  let info: string[] = [];
-  let table: string[] = [];
-  const flush = (): void => {
-    const [parsed] = parseDmInfo(info.join("\n"));
-    if (parsed) devices.push({ ...parsed, table: table.length > 0 ? table.join("\n") : undefined });
-    info = [];
-    table = [];
-  };
-  for (const line of text.split("\n")) {
-    if (line.startsWith("Name:")) flush();
-    if (/^\d+ \d+ \S/.test(line)) table.push(line.trim());
-    else info.push(line);
-  }
-  flush();
-  return devices;
-}
-
 /**
  * Parses multi-device `dmsetup table` / `dmsetup status` output, where each line is
  * `<name>: <start> <length> <target> <args...>`. Single-segment devices only (ours always are).

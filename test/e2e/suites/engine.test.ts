@@ -243,4 +243,18 @@ describe("engine on a real dm-thin pool", function () {
     writeFileSync("/mnt/vol1/after-crash", "writes flow again");
     await sh("sync", []);
   });
+
+  it("at start-up, loads the recorded size into an active device whose live table is shorter", async () => {
+    await engine.createVolume({ name: "short", sizeBytes: 16 * MiB });
+    await engine.activate("short");
+    const table = await sh("dmsetup", ["table", "tpcsi-short"]);
+    const shorter = table.trim().replace(/^0 \d+ /, `0 ${(8 * MiB) / 512} `);
+    await sh("dmsetup", ["reload", "tpcsi-short", "--table", shorter]);
+    await sh("dmsetup", ["resume", "tpcsi-short"]);
+    assert.equal(await sh("blockdev", ["--getsize64", "/dev/mapper/tpcsi-short"]), String(8 * MiB));
+    engine.close();
+    engine = await open();
+    assert.equal(await sh("blockdev", ["--getsize64", "/dev/mapper/tpcsi-short"]), String(16 * MiB));
+    assert.equal(engine.getDevice("short")?.state, DeviceState.Active);
+  });
 });

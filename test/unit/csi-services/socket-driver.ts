@@ -39,6 +39,7 @@ export async function startSocketDriver(nodeId = "node-a"): Promise<SocketDriver
   const engine = await ThinPoolEngine.open({
     store,
     runner: kernel,
+    sectorsOf: kernel.sectorsOf,
     logger: silentLogger,
     pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
     statusTtlMs: 0,

@@ -17,6 +17,7 @@ async function openEngine(
   const engine = await ThinPoolEngine.open({
     store,
     runner: kernel,
+    sectorsOf: kernel.sectorsOf,
     logger: silentLogger,
     pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
     statusTtlMs: 0,
@@ -471,6 +472,7 @@ describe("existing pools by name (fake kernel)", () => {
     ThinPoolEngine.open({
       store: StateStore.open(":memory:"),
       runner: kernel,
+      sectorsOf: kernel.sectorsOf,
       logger: silentLogger,
       pools: [{ name: "p", source: { type: "existing", device } }],
     });
@@ -609,7 +611,7 @@ describe("start-up reconciliation (fake kernel)", () => {
     assert.ok(listing + settling + reactivation + metadataCheck <= report.durationMs);
   });
 
-  it("reads every device's info and live table in one dmsetup call at start-up, however many are active", async () => {
+  it("reads every device's info in one dmsetup call at start-up and live sizes from sysfs, however many are active", async () => {
     const { engine, kernel, store } = await openEngine();
     for (const name of ["v1", "v2", "v3"]) {
       await engine.createVolume({ name, sizeBytes: MiB });
@@ -619,8 +621,9 @@ describe("start-up reconciliation (fake kernel)", () => {
     const reopened = await openEngine(kernel, store);
     const perDevice = kernel.calls.filter((argv) => argv.some((arg) => arg.startsWith("tpcsi-")));
     assert.deepEqual(perDevice, [], "no dmsetup call names a device");
-    assert.equal(kernel.calls.filter((argv) => argv.join(" ") === "dmsetup -v table").length, 1);
-    assert.equal(kernel.calls.filter((argv) => argv[1] === "info" && argv.length === 2).length, 0);
+    assert.equal(kernel.calls.filter((argv) => argv.join(" ") === "dmsetup info").length, 1);
+    const listings = kernel.calls.filter((argv) => argv.includes("-v") || argv.join(" ") === "dmsetup table");
+    assert.deepEqual(listings, [], "no table of every device is read");
     assert.equal(reopened.engine.lastReconcile?.checked, 3);
   });
 
@@ -648,6 +651,22 @@ describe("start-up reconciliation (fake kernel)", () => {
     assert.equal(kernel.devices.get("tpcsi-v1")?.table, `0 4096 thin ${kernel.poolDevno} 0`);
     assert.equal(store.getDevice("v1")?.sizeBytes, 2 * MiB);
     assert.equal(store.getDevice("v1")?.state, DeviceState.Active);
+  });
+
+  it("loads the recorded size into an active device whose live size is shorter, and leaves the others", async () => {
+    const { engine, kernel, store } = await openEngine();
+    for (const name of ["v1", "v2"]) {
+      await engine.createVolume({ name, sizeBytes: 2 * MiB });
+      await engine.activate(name);
+    }
+    const v1 = kernel.devices.get("tpcsi-v1");
+    assert.ok(v1);
+    v1.table = `0 2048 thin ${kernel.poolDevno} 0`; // 1 MiB live, 2 MiB recorded
+    kernel.calls = [];
+    await openEngine(kernel, store);
+    assert.equal(v1.table, `0 4096 thin ${kernel.poolDevno} 0`);
+    const reloaded = kernel.calls.filter((argv) => argv[1] === "reload").map((argv) => argv[2]);
+    assert.deepEqual(reloaded, ["tpcsi-v1"]);
   });
 
   it("marks a device faulty (never deletes it) when it cannot be reactivated", async () => {

@@ -214,6 +214,13 @@ export class FakeKernel implements CommandRunner {
     }
   }
 
+  /** The engine's sysfs seam: a device's size is its table's length, 0 without one (like the kernel). */
+  sectorsOf = async (devno: string): Promise<number> => {
+    const device = [...this.devices.values()].find((d) => `254:${d.minor}` === devno);
+    if (!device) throw new Error(`ENOENT: no block device ${devno}`);
+    return device.table ? Number(device.table.split(" ")[1]) : 0;
+  };
+
   private infoBlock(d: FakeDevice): string {
     const state = d.suspended ? "SUSPENDED" : "ACTIVE" + (d.deferredRemove ? " (DEFERRED REMOVE)" : "");
     return [

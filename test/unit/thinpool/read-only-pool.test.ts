@@ -11,6 +11,7 @@ const open = (kernel: FakeKernel, store: StateStore) =>
   ThinPoolEngine.open({
     store,
     runner: kernel,
+    sectorsOf: kernel.sectorsOf,
     logger: silentLogger,
     pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
     statusTtlMs: 0,

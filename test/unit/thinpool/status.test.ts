@@ -3,7 +3,6 @@ import { errnoFromMessage } from "../../../src/thinpool/errors.js";
 import { trimDmNoise } from "../../../src/thinpool/command.js";
 import {
   parseDmInfo,
-  parseDmInfoWithTables,
   parseNamedLines,
   parsePoolStatus,
   parsePoolTable,
@@ -102,63 +101,6 @@ describe("dmsetup output parsers", () => {
     });
     assert.equal(b?.deferredRemove, true);
     assert.equal(b?.suspended, false);
-  });
-
-  it("parses `dmsetup -v table`: each device's info with its live table", () => {
-    // Captured from dmsetup 1.02.185 in the test VM: a, b (suspended, no UUID), the pool, and c without a
-    // live table.
-    const text = [
-      "Name:              a",
-      "State:             ACTIVE",
-      "Read Ahead:        256",
-      "Tables present:    LIVE",
-      "Open count:        0",
-      "Event number:      0",
-      "Major, minor:      253, 1",
-      "Number of targets: 1",
-      "UUID: UUID-A",
-      "",
-      "0 8192 thin 253:0 1",
-      "",
-      "Name:              b",
-      "State:             SUSPENDED",
-      "Read Ahead:        256",
-      "Tables present:    LIVE",
-      "Open count:        0",
-      "Event number:      0",
-      "Major, minor:      253, 2",
-      "Number of targets: 1",
-      "",
-      "0 8192 thin 253:0 2",
-      "",
-      "Name:              pool",
-      "State:             ACTIVE",
-      "Read Ahead:        256",
-      "Tables present:    LIVE",
-      "Open count:        2",
-      "Event number:      0",
-      "Major, minor:      253, 0",
-      "Number of targets: 1",
-      "",
-      "0 131072 thin-pool 7:1 7:0 128 0 0 ",
-      "",
-      "Name:              c",
-      "State:             ACTIVE",
-      "Tables present:    None",
-      "Open count:        0",
-      "Major, minor:      253, 3",
-      "",
-    ].join("\n");
-    const devices = parseDmInfoWithTables(text);
-    assert.deepEqual(
-      devices.map((d) => [d.name, d.uuid, d.suspended, d.openCount, d.devno, d.table]),
-      [
-        ["a", "UUID-A", false, 0, "253:1", "0 8192 thin 253:0 1"],
-        ["b", "", true, 0, "253:2", "0 8192 thin 253:0 2"],
-        ["pool", "", false, 2, "253:0", "0 131072 thin-pool 7:1 7:0 128 0 0"],
-        ["c", "", false, 0, "253:3", undefined],
-      ],
-    );
   });
 
   it("splits multi-device table output by name", () => {
