@@ -12,7 +12,7 @@
  * alone: it needs thin_check first (docs/RELIABILITY.md, "Full pools"). A read-only pool whose metadata
  * device did not grow is left alone too: a reload could put it back in write mode with no free metadata.
  */
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import type { Dmsetup } from "./dmsetup.js";
 import type { AssembledPool } from "./pool-source.js";
 import { METADATA_BLOCK_BYTES, parsePoolTable, SECTOR_BYTES, type PoolStatus } from "./status.js";
@@ -20,9 +20,13 @@ import { METADATA_BLOCK_BYTES, parsePoolTable, SECTOR_BYTES, type PoolStatus } f
 /** dm-thin uses at most this many metadata blocks (DM_SM_METADATA_MAX_BLOCKS), however large the device. */
 export const MAX_METADATA_BLOCKS = 255 * ((1 << 14) - 64);
 
-/** Size in 512-byte sectors of the block device with this "major:minor" (sysfs: no process, cheap to poll). */
+/**
+ * Size in 512-byte sectors of the block device with this "major:minor" (sysfs: no process, cheap to poll).
+ * Read synchronously: sysfs answers from memory, and start-up reads one per active device (2,000 and more),
+ * where an asynchronous read would cost a thread-pool round trip each.
+ */
 export async function sysfsSectors(devno: string): Promise<number> {
-  const text = await readFile(`/sys/dev/block/${devno}/size`, "utf8");
+  const text = readFileSync(`/sys/dev/block/${devno}/size`, "utf8");
   const sectors = Number(text.trim());
   if (!Number.isSafeInteger(sectors)) throw new Error(`bad size '${text.trim()}' for block device ${devno}`);
   return sectors;
