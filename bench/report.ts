@@ -228,7 +228,7 @@ function restartDetail(st: BenchResults["startup"]): string[][] {
   if (st.restartPhasesMs) {
     const phases = st.restartPhasesMs;
     rows.push(
-      ["  listing devices (dmsetup -v table)", `${ms(phases.listing)} ms`],
+      ["  listing devices (one dmsetup listing)", `${ms(phases.listing)} ms`],
       ["  settling each row", `${ms(phases.settling)} ms`],
       ["  reactivation", `${ms(phases.reactivation)} ms`],
       ["  metadata check (snapshot, thin_ls, release)", `${ms(phases.metadataCheck)} ms`],

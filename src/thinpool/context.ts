@@ -35,7 +35,7 @@ export interface ReconcileReport {
 }
 
 export interface ReconcilePhases {
-  /** The one `dmsetup -v table` of every device, and resuming devices left suspended. */
+  /** The one `dmsetup info` of every device, and resuming devices left suspended. */
   listing: number;
   /** Pool status reads and settling each row (rolling unfinished changes forward or back). */
   settling: number;

@@ -106,12 +106,6 @@ export class FakeKernel implements CommandRunner {
   private dmsetup(args: readonly string[]): string {
     const [verb, ...rest] = args;
     switch (verb) {
-      case "-v": {
-        // `dmsetup -v table`: each device's info block, then its table.
-        if (rest.join(" ") !== "table")
-          return this.err(args, `Unsupported verbose command ${rest.join(" ")}`);
-        return [...this.devices.values()].map((d) => `${this.infoBlock(d)}\n\n${d.table}\n`).join("\n");
-      }
       case "create": {
         const name = rest[0] as string;
         const uuid = rest.includes("--uuid") ? (rest[rest.indexOf("--uuid") + 1] as string) : "";
