@@ -11,7 +11,7 @@ import {
 } from "./context.js";
 import { describe } from "./errors.js";
 import { readPoolMappings } from "./metadata-snapshot.js";
-import { parsePoolStatus, SECTOR_BYTES, type DmInfo } from "./status.js";
+import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type DmInfo } from "./status.js";
 
 /** Devices reactivated at once: dmsetup create does not message the pool, so they can run side by side. */
 const REACTIVATE_CONCURRENCY = 8;
@@ -219,7 +219,12 @@ async function reloadIfShorter(
   live: DmInfo,
 ): Promise<void> {
   const dmName = dmNameOf(ctx, device.name);
-  if ((await ctx.sectorsOf(live.devno)) * SECTOR_BYTES >= device.sizeBytes) return;
+  // Without sysfs (not mounted, or a node that vanished) ask the kernel for this one table instead of
+  // marking a healthy device faulty.
+  const sectors = await ctx
+    .sectorsOf(live.devno)
+    .catch(async () => parseThinTable(await ctx.dm.table(dmName)).lengthSectors);
+  if (sectors * SECTOR_BYTES >= device.sizeBytes) return;
   await ctx.dm.reload(dmName, thinTableOf(pool, device));
   await ctx.dm.resume(dmName);
 }

@@ -669,6 +669,20 @@ describe("start-up reconciliation (fake kernel)", () => {
     assert.deepEqual(reloaded, ["tpcsi-v1"]);
   });
 
+  it("reads the live table of a device whose size sysfs cannot give, instead of marking it faulty", async () => {
+    const { engine, kernel, store } = await openEngine();
+    await engine.createVolume({ name: "v1", sizeBytes: 2 * MiB });
+    await engine.activate("v1");
+    const v1 = kernel.devices.get("tpcsi-v1");
+    assert.ok(v1);
+    v1.table = `0 2048 thin ${kernel.poolDevno} 0`; // 1 MiB live, 2 MiB recorded
+    const reopened = await openEngine(kernel, store, {
+      sectorsOf: () => Promise.reject(new Error("ENOENT: no sysfs")),
+    });
+    assert.equal(reopened.engine.getDevice("v1")?.state, DeviceState.Active);
+    assert.equal(v1.table, `0 4096 thin ${kernel.poolDevno} 0`);
+  });
+
   it("marks a device faulty (never deletes it) when it cannot be reactivated", async () => {
     const { engine, kernel, store } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
