@@ -94,6 +94,8 @@ export interface DriverConfig {
   readonly overProvisioningRatio: number;
   readonly reservedDataPercent: number;
   readonly reservedMetadataPercent: number;
+  /** Thin ids each pool keeps created ahead of CreateVolume. */
+  readonly spareThinIds: number;
   readonly poolPressure: PoolPressureConfig;
   readonly defaultFsType: FsType;
   readonly kubeletDir: string;
@@ -156,6 +158,10 @@ export const SERVE_FLAGS = {
     help: "node paths outside it are refused",
   },
   "max-volumes-per-node": { default: "0", help: "reported in NodeGetInfo (0: no limit)" },
+  "spare-thin-ids": {
+    default: "8",
+    help: "thin ids each pool keeps created ahead of CreateVolume (0: none)",
+  },
   "metrics-address": { default: ":9810", help: 'Prometheus metrics HTTP address ("" disables)' },
   "log-level": { env: "LOG_LEVEL", default: "info", help: `pino level (${LOG_LEVELS.join(", ")})` },
   "shutdown-timeout": {
@@ -324,6 +330,11 @@ export function parseServeArgs(argv: readonly string[], sources: ConfigSources =
   };
 
   const defaultFsType = readChoice(withDefault("default-fs-type"), FS_TYPES, problems);
+  const spareThinIds = readNumber(
+    withDefault("spare-thin-ids"),
+    { min: 0, max: 1024, integer: true },
+    problems,
+  );
   const maxVolumesPerNode = readNumber(
     withDefault("max-volumes-per-node"),
     { min: 0, integer: true },
@@ -371,6 +382,7 @@ export function parseServeArgs(argv: readonly string[], sources: ConfigSources =
       overProvisioningRatio,
       reservedDataPercent,
       reservedMetadataPercent,
+      spareThinIds,
       poolPressure,
       defaultFsType,
       kubeletDir,

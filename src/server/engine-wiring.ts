@@ -59,6 +59,7 @@ export class EngineHost implements DriverEngine {
         reservedMetadataPercent: config.reservedMetadataPercent,
       },
       observer: this.context.metrics.engineObserver,
+      spareThinIds: config.spareThinIds,
     });
     const engine = this.engine;
     const monitor = new PoolMonitor(engine, config.poolPressure, (change) => {

@@ -54,4 +54,13 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (volume, role, path)
   ) STRICT;
   `,
+  // 3: spare thin ids, created ahead of CreateVolume and never activated.
+  `
+  CREATE TABLE spare_ids (
+    pool       TEXT NOT NULL REFERENCES pools(name),
+    device_id  INTEGER NOT NULL CHECK (device_id >= 0 AND device_id < 16777216),
+    ready      INTEGER NOT NULL,         -- 0: create_thin announced (intent), 1: in the pool's metadata
+    PRIMARY KEY (pool, device_id)
+  ) STRICT;
+  `,
 ];

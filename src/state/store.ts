@@ -11,6 +11,7 @@ import {
   type PendingOp,
   type PoolRecord,
   type QuarantinedId,
+  type SpareId,
 } from "./types.js";
 
 export const MAX_DEVICE_ID = 0xffffff;
@@ -135,7 +136,8 @@ export class StateStore {
       lowestFreeId: db.prepare(
         `WITH used(id) AS (
            SELECT device_id FROM devices WHERE pool = @pool AND device_id >= @from
-           UNION SELECT device_id FROM quarantined_ids WHERE pool = @pool AND device_id >= @from)
+           UNION SELECT device_id FROM quarantined_ids WHERE pool = @pool AND device_id >= @from
+           UNION SELECT device_id FROM spare_ids WHERE pool = @pool AND device_id >= @from)
          SELECT @from AS id WHERE NOT EXISTS (SELECT 1 FROM used WHERE id = @from)
          UNION ALL
          SELECT * FROM (SELECT u.id + 1 AS id FROM used u
@@ -149,6 +151,15 @@ export class StateStore {
       ),
       listQuarantined: db.prepare(`SELECT * FROM quarantined_ids WHERE pool = ? ORDER BY device_id`),
       releaseQuarantined: db.prepare(`DELETE FROM quarantined_ids WHERE pool = ? AND device_id = ?`),
+      insertSpare: db.prepare(`INSERT INTO spare_ids (pool, device_id, ready) VALUES (?, ?, 0)`),
+      markSpareReady: db.prepare(`UPDATE spare_ids SET ready = 1 WHERE pool = ? AND device_id = ?`),
+      takeSpare: db.prepare(
+        `DELETE FROM spare_ids WHERE pool = @pool AND device_id =
+           (SELECT MIN(device_id) FROM spare_ids WHERE pool = @pool AND ready = 1)
+         RETURNING device_id`,
+      ),
+      listSpares: db.prepare(`SELECT device_id, ready FROM spare_ids WHERE pool = ? ORDER BY device_id`),
+      deleteSpare: db.prepare(`DELETE FROM spare_ids WHERE pool = ? AND device_id = ?`),
       putNodePath: db.prepare(
         `INSERT INTO node_paths (volume, role, path, args, created_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(volume, role, path) DO UPDATE SET args = excluded.args`,
@@ -329,6 +340,36 @@ export class StateStore {
 
   releaseQuarantinedId(pool: string, deviceId: number): void {
     this.stmts.releaseQuarantined.run(pool, deviceId);
+    this.lowerIdFloor(pool, deviceId);
+  }
+
+  // ---- spare thin ids
+
+  /** Records the intent to create a spare thin id (before create_thin is sent). */
+  addSpareId(pool: string, deviceId: number): void {
+    this.stmts.insertSpare.run(pool, deviceId);
+  }
+
+  /** The spare exists in the pool's metadata (after create_thin succeeded). */
+  markSpareReady(pool: string, deviceId: number): void {
+    this.stmts.markSpareReady.run(pool, deviceId);
+  }
+
+  /** Removes and returns the lowest ready spare id of the pool, if any. */
+  takeSpareId(pool: string): number | undefined {
+    const row = this.stmts.takeSpare.get({ pool }) as { device_id: number } | undefined;
+    return row?.device_id;
+  }
+
+  listSpareIds(pool: string): SpareId[] {
+    return (this.stmts.listSpares.all(pool) as { device_id: number; ready: number }[]).map((r) => ({
+      deviceId: r.device_id,
+      ready: r.ready === 1,
+    }));
+  }
+
+  deleteSpareId(pool: string, deviceId: number): void {
+    this.stmts.deleteSpare.run(pool, deviceId);
     this.lowerIdFloor(pool, deviceId);
   }
 

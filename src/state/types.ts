@@ -57,6 +57,13 @@ export interface QuarantinedId {
   since: string;
 }
 
+/** A thin id created ahead of need (never activated, so it holds no data). */
+export interface SpareId {
+  deviceId: number;
+  /** false: create_thin was announced but its outcome is not recorded. */
+  ready: boolean;
+}
+
 export type NodePathRole = "stage" | "publish";
 
 export interface NodePathRecord {

@@ -30,6 +30,7 @@ import { grownDevices, growPoolToDevices, sysfsSectors } from "./pool-growth.js"
 import { assemblePool, type PoolSpec } from "./pool-source.js";
 import { readPoolMappings } from "./metadata-snapshot.js";
 import { reconcile } from "./reconcile.js";
+import { SpareThinIds } from "./spare-ids.js";
 import {
   parsePoolStatus,
   parseThinStatus,
@@ -67,6 +68,8 @@ export interface EngineOptions {
   statusTtlMs?: number;
   /** Reads a block device's size in sectors by "major:minor" (default: sysfs). */
   sectorsOf?: (devno: string) => Promise<number>;
+  /** Thin ids each pool keeps created ahead of CreateVolume (default 0: none). */
+  spareThinIds?: number;
 }
 
 export interface CreateVolumeSpec {
@@ -99,6 +102,8 @@ const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 const MAX_ID_COLLISIONS = 32;
 /** A capacity check trusts a status that predates at most this many of the engine's own changes. */
 const MAX_CHANGES_SINCE_STATUS = 4;
+/** Spares are made only while at least this share of the metadata device is free. */
+const SPARE_MIN_FREE_METADATA = 0.25;
 
 /**
  * The thin-pool engine: creates, snapshots, activates, grows, deactivates and deletes thin devices,
@@ -127,12 +132,19 @@ export class ThinPoolEngine {
     reason: "start-up reconciliation has not finished",
   };
   lastReconcile: ReconcileReport | undefined;
+  private readonly spares: SpareThinIds;
 
   private constructor(ctx: EngineContext, options: EngineOptions) {
     this.ctx = ctx;
     this.policy = options.capacity ?? DEFAULT_CAPACITY_POLICY;
     this.observer = options.observer ?? {};
     this.statusTtlMs = options.statusTtlMs ?? 1000;
+    this.spares = new SpareThinIds(ctx, options.spareThinIds ?? 0, {
+      runPoolChange: (pool, change) =>
+        this.locks.runExclusive(poolKey(pool), () => this.changeMetadata(pool, change)),
+      capacityStatus: (pool) => this.capacityStatus(pool),
+      hasRoomForSpare: (pool, status) => this.hasRoomForSpare(pool, status),
+    });
   }
 
   /** Assembles every pool, records it, reconciles the store with the kernel, and only then is ready. */
@@ -173,6 +185,7 @@ export class ThinPoolEngine {
     engine.lastReconcile = report;
     engine.observer.onReconcile?.(report);
     engine.readyState = { ready: true };
+    for (const pool of ctx.pools.values()) engine.spares.topUp(pool);
     return engine;
   }
 
@@ -475,22 +488,35 @@ export class ThinPoolEngine {
 
   // ---------------------------------------------------------------- create
 
+  /**
+   * A new thin volume: a spare thin id when the pool has one ready (no kernel call on the caller's time:
+   * the pool lock is not needed, as nothing in the kernel changes), else create_thin under the pool lock.
+   */
   async createVolume(spec: CreateVolumeSpec): Promise<DeviceRecord> {
     validateName(spec.name);
     const poolName = spec.pool ?? this.defaultPool;
     const pool = this.pool(poolName);
-    const sizeBytes = this.checkedSize(poolName, spec.sizeBytes);
+    const device = {
+      name: spec.name,
+      kind: "volume" as const,
+      sizeBytes: this.checkedSize(poolName, spec.sizeBytes),
+      parent: null,
+      requestName: spec.requestName ?? null,
+      attributes: spec.attributes ?? {},
+    };
+    const fromSpare = await this.locks.runExclusive(devKey(spec.name), async () => {
+      this.refuseExisting(spec.name);
+      const taken = this.recordFromSpare(pool, device, await this.capacityStatus(poolName));
+      if (taken || !(await this.spares.nextMade(poolName))) return taken;
+      return this.recordFromSpare(pool, device, await this.capacityStatus(poolName));
+    });
+    if (fromSpare) {
+      this.spares.topUp(pool);
+      return fromSpare;
+    }
     return this.locks.runExclusiveMany([devKey(spec.name), poolKey(poolName)], async () => {
       this.refuseExisting(spec.name);
-      await this.checkCapacity(poolName, sizeBytes);
-      const intent = this.recordCreateIntent(pool, {
-        name: spec.name,
-        kind: "volume",
-        sizeBytes,
-        parent: null,
-        requestName: spec.requestName ?? null,
-        attributes: spec.attributes ?? {},
-      });
+      const intent = this.recordCreateIntent(pool, device, await this.capacityStatus(poolName));
       crashPoint("create.intent-committed");
       return this.changeMetadata(poolName, async () => {
         try {
@@ -535,15 +561,18 @@ export class ThinPoolEngine {
             `requested ${sizeBytes} bytes is smaller than the source's ${origin.sizeBytes} bytes`,
           );
         }
-        await this.checkCapacity(pool.name, sizeBytes);
-        const intent = this.recordCreateIntent(pool, {
-          name: spec.name,
-          kind: spec.kind,
-          sizeBytes,
-          parent: origin.name,
-          requestName: spec.requestName ?? null,
-          attributes: spec.attributes ?? {},
-        });
+        const intent = this.recordCreateIntent(
+          pool,
+          {
+            name: spec.name,
+            kind: spec.kind,
+            sizeBytes,
+            parent: origin.name,
+            requestName: spec.requestName ?? null,
+            attributes: spec.attributes ?? {},
+          },
+          await this.capacityStatus(pool.name),
+        );
         crashPoint("snapshot.intent-committed");
 
         return this.changeMetadata(pool.name, () => this.snapshotOrigin(pool, origin, intent));
@@ -596,6 +625,27 @@ export class ThinPoolEngine {
     return this.finishCreate(pool, intent.name);
   }
 
+  /** Records the device on a ready spare id, in one transaction with its checks; undefined when none is ready. */
+  private recordFromSpare(
+    pool: PoolRuntime,
+    device: NewDeviceFields,
+    status: PoolStatus,
+  ): DeviceRecord | undefined {
+    const store = this.ctx.store;
+    return store.transaction(() => {
+      const deviceId = this.spares.take(pool.name);
+      if (deviceId === undefined) return undefined;
+      this.refuseUnprovisionable(pool, device, status);
+      return store.insertDevice({
+        ...device,
+        pool: pool.name,
+        deviceId,
+        state: DeviceState.Inactive,
+        pending: null,
+      });
+    });
+  }
+
   private refuseExisting(name: string): void {
     const existing = this.ctx.store.getDevice(name);
     if (existing)
@@ -609,7 +659,11 @@ export class ThinPoolEngine {
   }
 
   private async checkCapacity(pool: string, requestBytes: number): Promise<void> {
-    const status = await this.capacityStatus(pool);
+    this.refuseOverCapacity(pool, await this.capacityStatus(pool), requestBytes);
+  }
+
+  /** Throws NoSpace when `requestBytes` more cannot be provisioned, by `status` and the store as it is now. */
+  private refuseOverCapacity(pool: string, status: PoolStatus, requestBytes: number): void {
     const usage = computeUsage(
       status,
       this.blockBytes(pool),
@@ -620,19 +674,42 @@ export class ThinPoolEngine {
     if (reason) throw new EngineError("NoSpace", `pool ${pool}: ${reason}`);
   }
 
+  /**
+   * The checks a new device passes inside the transaction that records it, so that no other create can
+   * be admitted between the check and the row (spare ids are taken without the pool lock).
+   */
+  private refuseUnprovisionable(pool: PoolRuntime, device: NewDeviceFields, status: PoolStatus): void {
+    this.refuseOverCapacity(pool.name, status, device.sizeBytes);
+    const store = this.ctx.store;
+    if (device.requestName !== null && store.findDeviceByRequestName(device.kind, device.requestName)) {
+      throw new EngineError("AlreadyExists", `a ${device.kind} named ${device.requestName} already exists`);
+    }
+  }
+
+  /** Spares are made only well clear of the reserves, so they never bring a pool nearer to full. */
+  private hasRoomForSpare(pool: string, status: PoolStatus): boolean {
+    const usage = computeUsage(
+      status,
+      this.blockBytes(pool),
+      this.ctx.store.provisioned(pool).bytes,
+      this.policy,
+    );
+    const freeMetadata = status.metadataTotalBlocks - status.metadataUsedBlocks;
+    return (
+      usage.blockedBy === undefined &&
+      wellAboveReserves(status, this.blockBytes(pool), this.policy) &&
+      freeMetadata >= status.metadataTotalBlocks * SPARE_MIN_FREE_METADATA
+    );
+  }
+
   /** Commits the intent: a Creating row holding the lowest free device id and the transaction id to come. */
-  private recordCreateIntent(
-    pool: PoolRuntime,
-    device: Pick<DeviceRecord, "name" | "kind" | "sizeBytes" | "parent" | "requestName" | "attributes">,
-  ): DeviceRecord {
+  private recordCreateIntent(pool: PoolRuntime, device: NewDeviceFields, status: PoolStatus): DeviceRecord {
     const store = this.ctx.store;
     return store.transaction(() => {
+      this.refuseUnprovisionable(pool, device, status);
       const deviceId = store.lowestFreeDeviceId(pool.name);
       if (deviceId === undefined)
         throw new EngineError("NoSpace", `pool ${pool.name}: all 2^24 thin device ids are in use`);
-      if (device.requestName !== null && store.findDeviceByRequestName(device.kind, device.requestName)) {
-        throw new EngineError("AlreadyExists", `a ${device.kind} named ${device.requestName} already exists`);
-      }
       return store.insertDevice({
         ...device,
         pool: pool.name,
@@ -936,9 +1013,16 @@ export class ThinPoolEngine {
   }
 
   close(): void {
+    this.spares.close();
     this.ctx.store.close();
   }
 }
+
+/** The caller-given fields of a device about to be recorded. */
+type NewDeviceFields = Pick<
+  DeviceRecord,
+  "name" | "kind" | "sizeBytes" | "parent" | "requestName" | "attributes"
+>;
 
 const devKey = (name: string): string => `dev:${name}`;
 const poolKey = (name: string): string => `pool:${name}`;

@@ -24,6 +24,8 @@ const REACTIVATE_CONCURRENCY = 8;
  *   (its device never reached a caller, so it holds no user data);
  * - an unfinished delete or grow is rolled forward (the caller asked for it);
  * - a device that should be active is reactivated; snapshots and inactive volumes stay inactive;
+ * - a spare thin id whose create_thin outcome was not recorded is deleted (spares are never handed out,
+ *   so they hold no data); ready spares are kept;
  * - ids in the pool's metadata the store does not know are quarantined, devices the store knows but the
  *   metadata lacks are marked faulty: nothing that may hold user data is deleted on a guess.
  * - a pool that is read-only (out of metadata space, or needing a check) or failed refuses every message:
@@ -90,6 +92,7 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
         markFaulty(ctx, device, `start-up repair failed: ${describe(err)}`);
       }
     }
+    if (writable) await settleSpares(ctx, pool, report);
     endPhase("settling");
     await forEachLimited(toActivate, REACTIVATE_CONCURRENCY, async (device) => {
       try {
@@ -196,6 +199,17 @@ async function settle(
   }
 }
 
+/** Deletes the spare ids whose create_thin may or may not have reached the pool. */
+async function settleSpares(ctx: EngineContext, pool: PoolRuntime, report: ReconcileReport): Promise<void> {
+  for (const spare of ctx.store.listSpareIds(pool.name)) {
+    if (spare.ready) continue;
+    await deleteThinId(ctx, pool, spare.deviceId);
+    ctx.store.deleteSpareId(pool.name, spare.deviceId);
+    report.rolledBack++;
+    ctx.logger.info({ pool: pool.name, deviceId: spare.deviceId }, "unfinished spare thin id deleted");
+  }
+}
+
 /** Removes a device from the kernel (dm device, then thin id) and then from the store. */
 async function removeEverywhere(
   ctx: EngineContext,
@@ -247,9 +261,19 @@ async function crossCheckMetadata(
   if (!mappings) return;
   const ids = new Set(mappings.keys());
   const quarantined = new Set(ctx.store.listQuarantined(pool.name).map((q) => q.deviceId));
+  const spares = new Set(ctx.store.listSpareIds(pool.name).map((s) => s.deviceId));
   const byId = new Map(ctx.store.listDevices({ pool: pool.name }).map((d) => [d.deviceId, d]));
+  for (const spare of spares) {
+    if (ids.has(spare)) continue;
+    // A spare holds nothing; one the metadata lacks (a metadata restore) is simply forgotten.
+    ctx.store.deleteSpareId(pool.name, spare);
+    ctx.logger.warn(
+      { pool: pool.name, deviceId: spare },
+      "spare thin id missing from the pool's metadata; forgotten",
+    );
+  }
   for (const id of ids) {
-    if (byId.has(id) || quarantined.has(id)) continue;
+    if (byId.has(id) || quarantined.has(id) || spares.has(id)) continue;
     ctx.store.quarantineId(pool.name, id, "found in the pool's metadata but unknown to the store");
     report.quarantined++;
     ctx.logger.warn(

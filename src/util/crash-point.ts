@@ -9,6 +9,8 @@ export const CRASH_POINTS = [
   "create.intent-committed",
   "create.kernel-created",
   "create.txid-advanced",
+  "spare.intent-committed",
+  "spare.kernel-created",
   "snapshot.intent-committed",
   "snapshot.origin-suspended",
   "snapshot.kernel-created",

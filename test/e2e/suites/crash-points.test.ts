@@ -37,6 +37,10 @@ interface Scenario {
   setup?: (csi: CsiClient) => Promise<void>;
   /** The call that is killed, then retried. */
   call: (csi: CsiClient) => Promise<unknown>;
+  /** Flags of the driver that is killed. */
+  crashFlags?: string[];
+  /** The point is passed by the driver's own start-up work (topping up spare ids), before any call. */
+  diesAtStart?: boolean;
 }
 
 describe("crash at every step of every operation", function () {
@@ -52,7 +56,11 @@ describe("crash at every step of every operation", function () {
   let baseSum = "";
   const ids = new Map<string, string>();
 
-  const startDriver = async (crashAt?: CrashPointName): Promise<{ proc: ResultPromise; csi: CsiClient }> => {
+  const startDriver = async (
+    crashAt?: CrashPointName,
+    flags: string[] = [],
+    waitForReady = true,
+  ): Promise<{ proc: ResultPromise; csi: CsiClient }> => {
     const proc = execa(
       "node",
       [
@@ -64,6 +72,7 @@ describe("crash at every step of every operation", function () {
         `--pool=name=default,type=devices,data=${E2E_DATA_DEV},metadata=${E2E_META_DEV}`,
         "--metrics-address=",
         "--log-level=info",
+        ...flags,
       ],
       {
         env: { ...env, NODE_NAME: "node-a", ...(crashAt ? { THINPOOL_CSI_CRASH_AT: crashAt } : {}) },
@@ -72,6 +81,7 @@ describe("crash at every step of every operation", function () {
       },
     );
     const csi = new CsiClient(socket);
+    if (!waitForReady) return { proc, csi };
     for (const deadline = Date.now() + 120_000; ;) {
       if (proc.exitCode !== null) throw new Error(`driver exited at start: ${(await proc).stderr}`);
       const ready = await csi.identity("Probe", {}, 2000).then(
@@ -119,8 +129,25 @@ describe("crash at every step of every operation", function () {
     });
 
   const scenarios: Scenario[] = [];
+  // Without spare ids, so that CreateVolume itself messages the pool.
   for (const point of ["create.intent-committed", "create.kernel-created", "create.txid-advanced"] as const) {
-    scenarios.push({ rpc: "CreateVolume", point, call: create(`cv-${point}`) });
+    scenarios.push({
+      rpc: "CreateVolume",
+      point,
+      call: create(`cv-${point}`),
+      crashFlags: ["--spare-thin-ids=0"],
+    });
+  }
+  // A driver asked for more spares than it has makes one at start and is killed there; the retried
+  // CreateVolume takes a spare.
+  for (const point of ["spare.intent-committed", "spare.kernel-created"] as const) {
+    scenarios.push({
+      rpc: "spare thin id top-up, then CreateVolume",
+      point,
+      call: create(`sp-${point}`),
+      crashFlags: ["--spare-thin-ids=64"],
+      diesAtStart: true,
+    });
   }
   const snapshotPoints = [
     "snapshot.intent-committed",
@@ -260,8 +287,9 @@ describe("crash at every step of every operation", function () {
       await scenario.setup?.(driver.csi);
       await stopDriver(driver);
 
-      const crashing = await startDriver(scenario.point);
-      await assert.rejects(scenario.call(crashing.csi), `${label}: the call must not succeed`);
+      const crashing = await startDriver(scenario.point, scenario.crashFlags, !scenario.diesAtStart);
+      if (!scenario.diesAtStart)
+        await assert.rejects(scenario.call(crashing.csi), `${label}: the call must not succeed`);
       const died = await crashing.proc;
       crashing.csi.close();
       assert.equal(

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { execa, type ResultPromise } from "execa";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
@@ -33,12 +34,21 @@ describe("engine on a real dm-thin pool", function () {
   let engine: ThinPoolEngine;
   let fileSum = "";
 
-  const open = async () =>
+  const open = async (spareThinIds = 0) =>
     ThinPoolEngine.open({
       store: StateStore.open(statePath),
       logger: silentLogger,
       pools: [{ name: "e2e", source: { type: "devices", data: E2E_DATA_DEV, metadata: E2E_META_DEV } }],
+      spareThinIds,
     });
+  const withStore = <T>(fn: (store: StateStore) => T): T => {
+    const store = StateStore.open(statePath);
+    try {
+      return fn(store);
+    } finally {
+      store.close();
+    }
+  };
   const poolStatus = async () => parsePoolStatus(await sh("dmsetup", ["status", "thinpool-csi-e2e"]));
   const thinIds = async () => {
     await sh("dmsetup", ["message", "thinpool-csi-e2e", "0", "reserve_metadata_snap"]);
@@ -256,5 +266,50 @@ describe("engine on a real dm-thin pool", function () {
     engine = await open();
     assert.equal(await sh("blockdev", ["--getsize64", "/dev/mapper/tpcsi-short"]), String(16 * MiB));
     assert.equal(engine.getDevice("short")?.state, DeviceState.Active);
+  });
+
+  it("keeps spare thin ids made ahead; a create takes one with no kernel change; start-up keeps them", async () => {
+    engine.close();
+    engine = await open(4);
+    const ready = () => withStore((store) => store.listSpareIds("e2e").filter((x) => x.ready));
+    for (const deadline = Date.now() + 60_000; ready().length < 4; await sleep(100))
+      assert.ok(Date.now() < deadline, "4 spares made in the background");
+    const spares = ready().map((x) => x.deviceId);
+    const ids = await thinIds();
+    for (const id of spares) assert.ok(ids.includes(id), `spare ${id} exists in the pool's metadata`);
+    const txid = (await poolStatus()).transactionId;
+
+    const volume = await engine.createVolume({ name: "from-spare", sizeBytes: 24 * MiB });
+    assert.ok(spares.includes(volume.deviceId), "the volume is one of the spares");
+    assert.equal((await poolStatus()).transactionId, txid, "the pool was not messaged for it");
+    await engine.activate("from-spare");
+    assert.equal(await sh("blockdev", ["--getsize64", "/dev/mapper/tpcsi-from-spare"]), String(24 * MiB));
+    const nonZero = await sh("sh", [
+      "-c",
+      "head -c 4194304 /dev/mapper/tpcsi-from-spare | tr -d '\\0' | wc -c",
+    ]);
+    assert.equal(nonZero.trim(), "0", "a spare reads as zeros: never written");
+    await sh("mkfs.ext4", ["-q", "/dev/mapper/tpcsi-from-spare"]);
+    for (const deadline = Date.now() + 60_000; ready().length < 4; await sleep(100))
+      assert.ok(Date.now() < deadline, "the spare taken is made again");
+
+    // Stopped, then started without spares: ready ones are kept; a ready row whose id the pool lacks (as
+    // after a metadata restore) is forgotten, not reported as a device.
+    engine.close();
+    withStore((store) => {
+      store.addSpareId("e2e", 4000);
+      store.markSpareReady("e2e", 4000);
+    });
+    engine = await open();
+    const kept = withStore((store) => store.listSpareIds("e2e"));
+    assert.equal(kept.length, 4);
+    assert.ok(kept.every((x) => x.ready && x.deviceId !== 4000));
+    assert.equal(engine.lastReconcile?.faulty, 0);
+    const known = withStore((store) => [
+      ...store.listDevices().map((d) => d.deviceId),
+      ...store.listQuarantined("e2e").map((q) => q.deviceId),
+      ...store.listSpareIds("e2e").map((x) => x.deviceId),
+    ]).sort((a, b) => a - b);
+    assert.deepEqual(await thinIds(), known, "every id in the pool is a device, a quarantined id or a spare");
   });
 });

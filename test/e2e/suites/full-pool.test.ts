@@ -647,12 +647,16 @@ describe("full pools: data and metadata space on the real kernel", function () {
         .filter((n) => !Number.isNaN(n))
         .sort((a, b) => a - b);
       const store = StateStore.open(join(d.stateDir, "state.db"));
-      const known = store
-        .listDevices({ pool: "fpb" })
-        .map((x) => x.deviceId)
-        .sort((a, b) => a - b);
+      const known = [
+        ...store.listDevices({ pool: "fpb" }).map((x) => x.deviceId),
+        ...store.listSpareIds("fpb").map((x) => x.deviceId),
+      ].sort((a, b) => a - b);
       store.close();
-      assert.deepEqual(ids, known, "the committed metadata holds exactly the devices the store knows");
+      assert.deepEqual(
+        ids,
+        known,
+        "the committed metadata holds exactly the devices and spare ids the store knows",
+      );
       await sh("thin_check", ["--clear-needs-check-flag", meta]);
 
       d = current = await startTestDriver({ pool: "fpb", data, metadata: meta, restartOf: d });

@@ -63,7 +63,17 @@ export async function storeKernelProblems(target: ConsistencyTarget): Promise<st
     } finally {
       await sh("dmsetup", ["message", poolDm, "0", "release_metadata_snap"]);
     }
-    const known = new Set([...devices.map((d) => d.deviceId), ...quarantined]);
+    // A spare's row is written before its create_thin, so every spare id in the pool has a row; a row not
+    // yet ready may be one whose create_thin is still in flight beside a running driver.
+    const spares = store.listSpareIds(target.pool);
+    for (const spare of spares)
+      if (spare.ready && !poolIds.includes(spare.deviceId))
+        problems.push(`ready spare ${spare.deviceId} is missing from the pool`);
+    const known = new Set([
+      ...devices.map((d) => d.deviceId),
+      ...quarantined,
+      ...spares.map((s) => s.deviceId),
+    ]);
     for (const id of poolIds)
       if (!known.has(id)) problems.push(`thin id ${id} in the pool but not in the store`);
     for (const d of devices)

@@ -14,8 +14,7 @@ import { createIdentityHandlers } from "../../../src/identity/identity-service.j
 import { createNodeService } from "../../../src/node/node-service.js";
 import { CsiServer } from "../../../src/server/server.js";
 import { StateStore } from "../../../src/state/store.js";
-import { ThinPoolEngine } from "../../../src/thinpool/engine.js";
-import { FakeKernel, silentLogger } from "../thinpool/fake-kernel.js";
+import { FakeKernel, openFakeEngine } from "../thinpool/fake-kernel.js";
 
 export const SOCKET_DRIVER_TOPOLOGY_KEY = "thinpool.csi.dev/node";
 
@@ -36,13 +35,7 @@ export async function startSocketDriver(nodeId = "node-a"): Promise<SocketDriver
   mkdirSync(kubelet);
   const kernel = new FakeKernel();
   const store = StateStore.open(":memory:");
-  const engine = await ThinPoolEngine.open({
-    store,
-    runner: kernel,
-    sectorsOf: kernel.sectorsOf,
-    logger: silentLogger,
-    pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
-    statusTtlMs: 0,
+  const engine = await openFakeEngine(kernel, store, {
     capacity: { overProvisioningRatio: 2, reservedDataPercent: 10, reservedMetadataPercent: 10 },
   });
   const logger = pino({ level: "silent" });

@@ -61,6 +61,7 @@ describe("serve configuration", () => {
       overProvisioningRatio: 10,
       reservedDataPercent: 10,
       reservedMetadataPercent: 10,
+      spareThinIds: 8,
       poolPressure: {
         data: { warningPercent: 80, criticalPercent: 90 },
         metadata: { warningPercent: 80, criticalPercent: 90 },
@@ -107,6 +108,7 @@ describe("serve configuration", () => {
       "--reserved-metadata-percent=25",
       "--default-fs-type=xfs",
       "--max-volumes-per-node=128",
+      "--spare-thin-ids=0",
       "--metrics-address=127.0.0.1:9900",
       "--shutdown-timeout=2m30s",
     ]);
@@ -116,6 +118,7 @@ describe("serve configuration", () => {
     assert.equal(config.reservedMetadataPercent, 25);
     assert.equal(config.defaultFsType, "xfs");
     assert.equal(config.maxVolumesPerNode, 128);
+    assert.equal(config.spareThinIds, 0);
     assert.deepEqual(config.metricsAddress, { host: "127.0.0.1", port: 9900 });
     assert.equal(config.shutdownTimeoutMs, 150_000);
     assert.equal(parse(["--node-id=n1", POOL, "--metrics-address", ""]).metricsAddress, undefined);

@@ -5,7 +5,7 @@ import type { CommandRunner } from "../../../src/thinpool/command.js";
 import { ThinPoolEngine, type EngineOptions } from "../../../src/thinpool/engine.js";
 import { METADATA_BLOCKS_PER_CHANGE } from "../../../src/thinpool/capacity.js";
 import { EngineError } from "../../../src/thinpool/errors.js";
-import { FakeKernel, recordingLogger, silentLogger } from "./fake-kernel.js";
+import { FakeKernel, openFakeEngine, recordingLogger, silentLogger } from "./fake-kernel.js";
 
 const MiB = 1024 * 1024;
 
@@ -14,13 +14,7 @@ async function openEngine(
   store = StateStore.open(":memory:"),
   extra: Partial<EngineOptions> = {},
 ) {
-  const engine = await ThinPoolEngine.open({
-    store,
-    runner: kernel,
-    sectorsOf: kernel.sectorsOf,
-    logger: silentLogger,
-    pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
-    statusTtlMs: 0,
+  const engine = await openFakeEngine(kernel, store, {
     dmsetup: { suspendDeadlineMs: 500, resumeDeadlineMs: 500, removeDeadlineMs: 200 },
     ...extra,
   });

@@ -1,4 +1,6 @@
+import type { StateStore } from "../../../src/state/store.js";
 import type { CommandResult, CommandRunner, RunOptions } from "../../../src/thinpool/command.js";
+import { ThinPoolEngine, type EngineOptions } from "../../../src/thinpool/engine.js";
 import { CommandError, errnoFromMessage } from "../../../src/thinpool/errors.js";
 
 /**
@@ -266,4 +268,21 @@ export function recordingLogger(): {
     warn: (fields, message) => lines.push({ level: "warn", fields, message }),
     error: (fields, message) => lines.push({ level: "error", fields, message }),
   };
+}
+
+/** An engine on the fake kernel's pool "pool0" (named "p"), with no status cache unless `extra` sets one. */
+export function openFakeEngine(
+  kernel: FakeKernel,
+  store: StateStore,
+  extra: Partial<EngineOptions> = {},
+): Promise<ThinPoolEngine> {
+  return ThinPoolEngine.open({
+    store,
+    runner: kernel,
+    sectorsOf: kernel.sectorsOf,
+    logger: silentLogger,
+    pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
+    statusTtlMs: 0,
+    ...extra,
+  });
 }

@@ -1,21 +1,12 @@
 import assert from "node:assert/strict";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
-import { ThinPoolEngine } from "../../../src/thinpool/engine.js";
 import { EngineError } from "../../../src/thinpool/errors.js";
-import { FakeKernel, silentLogger } from "./fake-kernel.js";
+import { FakeKernel, openFakeEngine } from "./fake-kernel.js";
 
 const MiB = 1024 * 1024;
 
-const open = (kernel: FakeKernel, store: StateStore) =>
-  ThinPoolEngine.open({
-    store,
-    runner: kernel,
-    sectorsOf: kernel.sectorsOf,
-    logger: silentLogger,
-    pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
-    statusTtlMs: 0,
-  });
+const open = (kernel: FakeKernel, store: StateStore) => openFakeEngine(kernel, store);
 
 /** What dm-thin answers to every message while the pool is read-only or failed (seen on 6.1 in the VM). */
 function refuseMessages(kernel: FakeKernel, times = 1000): void {

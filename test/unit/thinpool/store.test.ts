@@ -47,7 +47,7 @@ describe("StateStore", () => {
       assert.equal(store.db.pragma("journal_mode", { simple: true }), "wal");
       assert.equal(store.db.pragma("synchronous", { simple: true }), 2);
       assert.equal(store.db.pragma("foreign_keys", { simple: true }), 1);
-      assert.equal(store.schemaVersion, 2);
+      assert.equal(store.schemaVersion, 3);
       store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -1,0 +1,142 @@
+import { crashPoint } from "../util/crash-point.js";
+import type { PoolRuntime, EngineContext } from "./context.js";
+import { deleteThinId } from "./context.js";
+import { describe, EngineError, isErrno } from "./errors.js";
+import type { PoolStatus } from "./status.js";
+
+/**
+ * Spare thin ids: thin devices created ahead of need and never activated, so that CreateVolume takes
+ * one in a single SQLite transaction instead of messaging the pool on the caller's time. A dm-thin device
+ * has no size of its own (the table given at activation sets it) and holds no data until written, so any
+ * spare serves any volume, and one costs the pool about one metadata block.
+ *
+ * Each spare is bracketed like every kernel change: its row is written (not ready) before create_thin
+ * and marked ready after it. Start-up reconciliation deletes the thin ids of rows that are not ready
+ * (never handed out, so they hold no user data) and keeps the ready ones.
+ */
+export interface SpareHooks {
+  /** Runs `change` holding the pool's lock, counted as a change to the pool's metadata. */
+  runPoolChange(pool: string, change: () => Promise<void>): Promise<void>;
+  /** A pool status a capacity check may trust now. */
+  capacityStatus(pool: string): Promise<PoolStatus>;
+  /** Whether the pool has room to spare another id (well clear of its reserves). */
+  hasRoomForSpare(pool: string, status: PoolStatus): boolean;
+}
+
+/** After a failed create_thin, no spare is made for this long (a read-only pool refuses them all). */
+const PAUSE_AFTER_FAILURE_MS = 30_000;
+
+export class SpareThinIds {
+  private readonly filling = new Set<string>();
+  /** Per pool, the spare being made now (from its capacity check to its outcome). */
+  private readonly making = new Map<string, Promise<void>>();
+  private readonly pausedUntil = new Map<string, number>();
+  private closed = false;
+
+  constructor(
+    private readonly ctx: EngineContext,
+    /** How many ready spares each pool keeps; 0 turns spares off. */
+    readonly target: number,
+    private readonly hooks: SpareHooks,
+  ) {}
+
+  /** Removes and returns a ready spare id, in the caller's transaction; undefined when there is none. */
+  take(pool: string): number | undefined {
+    return this.target > 0 ? this.ctx.store.takeSpareId(pool) : undefined;
+  }
+
+  /**
+   * Tops the pool's spares up to the target in the background, one create_thin at a time (each takes
+   * the pool lock on its own, so a create or delete waits for at most one of them).
+   */
+  topUp(pool: PoolRuntime): void {
+    if (this.target <= 0 || this.closed || this.filling.has(pool.name)) return;
+    if ((this.pausedUntil.get(pool.name) ?? 0) > Date.now()) return;
+    this.filling.add(pool.name);
+    // After the caller's answer has gone out: spawning blocks this process for a moment.
+    setImmediate(() => void this.fill(pool));
+  }
+
+  /**
+   * Waits for the spare being made now, if one is: a create that found none ready takes it then, which
+   * costs less than its own create_thin and set_transaction_id would. False when none is being made.
+   */
+  async nextMade(pool: string): Promise<boolean> {
+    const making = this.making.get(pool);
+    if (!making) return false;
+    await making.catch(() => undefined);
+    return true;
+  }
+
+  /** Stops topping up (the store is about to close). */
+  close(): void {
+    this.closed = true;
+  }
+
+  private async fill(pool: PoolRuntime): Promise<void> {
+    try {
+      while (!this.closed && this.ctx.store.listSpareIds(pool.name).length < this.target) {
+        const made = this.makeOne(pool);
+        this.making.set(
+          pool.name,
+          made.then(() => undefined),
+        );
+        if (!(await made)) return;
+      }
+    } catch (err) {
+      if (this.closed) return;
+      this.pausedUntil.set(pool.name, Date.now() + PAUSE_AFTER_FAILURE_MS);
+      this.ctx.logger.warn(
+        { pool: pool.name, err: describe(err) },
+        "could not create a spare thin id; CreateVolume messages the pool itself until one can be made",
+      );
+    } finally {
+      // In the same turn as the last count: a spare taken after it finds no fill running and starts one.
+      this.filling.delete(pool.name);
+      this.making.delete(pool.name);
+    }
+  }
+
+  /** Makes one spare if the pool has room for it; false when it has not. */
+  private async makeOne(pool: PoolRuntime): Promise<boolean> {
+    const status = await this.hooks.capacityStatus(pool.name);
+    if (this.closed || !this.hooks.hasRoomForSpare(pool.name, status)) return false;
+    await this.hooks.runPoolChange(pool.name, () => this.createOne(pool));
+    return true;
+  }
+
+  private async createOne(pool: PoolRuntime): Promise<void> {
+    const store = this.ctx.store;
+    const deviceId = store.transaction(() => {
+      const id = store.lowestFreeDeviceId(pool.name);
+      if (id === undefined)
+        throw new EngineError("NoSpace", `pool ${pool.name}: no free thin device id left`);
+      store.addSpareId(pool.name, id);
+      return id;
+    });
+    crashPoint("spare.intent-committed");
+    try {
+      await this.ctx.dm.message(pool.dmName, `create_thin ${deviceId}`);
+    } catch (err) {
+      if (isErrno(err, "EEXIST")) {
+        // A device the store does not know holds the id: never reuse it silently.
+        store.transaction(() => {
+          store.deleteSpareId(pool.name, deviceId);
+          store.quarantineId(
+            pool.name,
+            deviceId,
+            "the pool already holds this id but the store has no device for it",
+          );
+        });
+        return;
+      }
+      // The id may or may not exist (a timeout); it was never handed out, so deleting it loses nothing. If
+      // even that fails the row stays not ready, and the next start deletes it.
+      await deleteThinId(this.ctx, pool, deviceId);
+      store.deleteSpareId(pool.name, deviceId);
+      throw err;
+    }
+    crashPoint("spare.kernel-created");
+    store.markSpareReady(pool.name, deviceId);
+  }
+}
