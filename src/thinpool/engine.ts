@@ -506,9 +506,10 @@ export class ThinPoolEngine {
     };
     const fromSpare = await this.locks.runExclusive(devKey(spec.name), async () => {
       this.refuseExisting(spec.name);
-      const taken = this.recordFromSpare(pool, device, await this.capacityStatus(poolName));
-      if (taken || !(await this.spares.nextMade(poolName))) return taken;
-      return this.recordFromSpare(pool, device, await this.capacityStatus(poolName));
+      let taken = this.recordFromSpare(pool, device, await this.capacityStatus(poolName));
+      while (!taken && (await this.spares.nextMade(pool)))
+        taken = this.recordFromSpare(pool, device, await this.capacityStatus(poolName));
+      return taken;
     });
     if (fromSpare) {
       this.spares.topUp(pool);

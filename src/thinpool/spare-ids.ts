@@ -28,8 +28,8 @@ const PAUSE_AFTER_FAILURE_MS = 30_000;
 
 export class SpareThinIds {
   private readonly filling = new Set<string>();
-  /** Per pool, the spare being made now (from its capacity check to its outcome). */
-  private readonly making = new Map<string, Promise<void>>();
+  /** Per pool, creates waiting for the next spare: told true when one was made, false when none will be. */
+  private readonly waiters = new Map<string, ((made: boolean) => void)[]>();
   private readonly pausedUntil = new Map<string, number>();
   private closed = false;
 
@@ -58,30 +58,45 @@ export class SpareThinIds {
   }
 
   /**
-   * Waits for the spare being made now, if one is: a create that found none ready takes it then, which
-   * costs less than its own create_thin and set_transaction_id would. False when none is being made.
+   * Waits until the next spare is made (true) or until none will be for now (false: spares are off,
+   * paused after a failure, or the pool is too near its reserves). Creates that found no spare ready
+   * queue here: one create_thin each costs less than their own create_thin and set_transaction_id, which
+   * would also fight the top-up for the pool lock. A true answer does not promise the spare: a
+   * concurrent create may take it first.
    */
-  async nextMade(pool: string): Promise<boolean> {
-    const making = this.making.get(pool);
-    if (!making) return false;
-    await making.catch(() => undefined);
-    return true;
+  nextMade(pool: PoolRuntime): Promise<boolean> {
+    this.topUp(pool);
+    if (!this.filling.has(pool.name)) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const queue = this.waiters.get(pool.name) ?? [];
+      queue.push(resolve);
+      this.waiters.set(pool.name, queue);
+    });
   }
 
   /** Stops topping up (the store is about to close). */
   close(): void {
     this.closed = true;
+    for (const pool of [...this.waiters.keys()]) this.wake(pool, false);
+  }
+
+  private wake(pool: string, made: boolean): void {
+    const queue = this.waiters.get(pool) ?? [];
+    this.waiters.delete(pool);
+    for (const resolve of queue) resolve(made);
   }
 
   private async fill(pool: PoolRuntime): Promise<void> {
+    let full = false;
     try {
-      while (!this.closed && this.ctx.store.listSpareIds(pool.name).length < this.target) {
-        const made = this.makeOne(pool);
-        this.making.set(
-          pool.name,
-          made.then(() => undefined),
-        );
-        if (!(await made)) return;
+      while (!this.closed) {
+        // Ready ones only: a row left not ready (its id could not be deleted) waits for the next start.
+        if (this.ctx.store.listSpareIds(pool.name).filter((spare) => spare.ready).length >= this.target) {
+          full = true;
+          return;
+        }
+        if (!(await this.makeOne(pool))) return;
+        this.wake(pool.name, true);
       }
     } catch (err) {
       if (this.closed) return;
@@ -93,7 +108,8 @@ export class SpareThinIds {
     } finally {
       // In the same turn as the last count: a spare taken after it finds no fill running and starts one.
       this.filling.delete(pool.name);
-      this.making.delete(pool.name);
+      // Full: those still waiting try again (a spare is ready, or their next wait starts a fill).
+      this.wake(pool.name, full);
     }
   }
 

@@ -92,6 +92,28 @@ describe("spare thin ids (fake kernel)", () => {
     engine.close();
   });
 
+  it("concurrent creates queue for spares as they are made, and none messages the pool itself", async () => {
+    const kernel = new FakeKernel();
+    const store = StateStore.open(":memory:");
+    const engine = await openEngine(kernel, store, { spareThinIds: 2 });
+    await spares(store, 2);
+    kernel.calls = [];
+    const created = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => engine.createVolume({ name: `c${i}`, sizeBytes: MiB })),
+    );
+    assert.deepEqual(
+      created.map((d) => d.deviceId).sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7],
+    );
+    await spares(store, 2);
+    assert.ok(
+      !messages(kernel).some((m) => m?.startsWith("set_transaction_id")),
+      "every create took a spare",
+    );
+    assert.equal(messages(kernel).filter((m) => m?.startsWith("create_thin")).length, 8);
+    engine.close();
+  });
+
   it("a create refused for capacity leaves the spare in place", async () => {
     const kernel = new FakeKernel();
     const store = StateStore.open(":memory:");
