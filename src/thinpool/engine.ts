@@ -101,7 +101,13 @@ const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 /** EEXIST on create means the id is held by a device the store does not know; try this many others. */
 const MAX_ID_COLLISIONS = 32;
 /** A capacity check trusts a status that predates at most this many of the engine's own changes. */
-const MAX_CHANGES_SINCE_STATUS = 4;
+const MAX_CHANGES_SINCE_STATUS = 8;
+/**
+ * The status is read again in the background once the newest read predates this many changes: half the
+ * limit, so the read lands before checks stop trusting the last one. A read per change cost a second
+ * `dmsetup` process per CreateVolume, as many as the create_thin itself.
+ */
+const REFRESH_AFTER_CHANGES = MAX_CHANGES_SINCE_STATUS / 2;
 /** Spares are made only while at least this share of the metadata device is free. */
 const SPARE_MIN_FREE_METADATA = 0.25;
 
@@ -264,7 +270,7 @@ export class ThinPoolEngine {
 
   /**
    * Runs a change to the pool's metadata. Afterwards the pool status is read again in the background
-   * (unless a recent one predates at most one change), so the next capacity checks find a status they may
+   * (unless the newest read, landed or in flight, is recent), so the next capacity checks find a status they may
    * trust and need not spawn their own. The read starts on the next turn of the event loop: spawning forks
    * this process, which blocks it, and the caller's answer should go out first.
    */
@@ -281,13 +287,13 @@ export class ThinPoolEngine {
 
   private refreshStatus(pool: string): void {
     const generation = this.generationOf(pool);
-    if (this.statusReads.get(pool)?.generation === generation) return;
-    // Every other change is enough: a check trusts a status up to MAX_CHANGES_SINCE_STATUS changes old.
-    const cached = this.statusCache.get(pool);
+    // The newest read, landed or still in flight: a read under way counts (reads used to take longer
+    // than a create, and each change started another).
+    const newest = this.statusReads.get(pool) ?? this.statusCache.get(pool);
     if (
-      cached &&
-      changesBetween(cached.generation, generation) <= 1 &&
-      Date.now() - cached.at < this.statusTtlMs / 2
+      newest &&
+      changesBetween(newest.generation, generation) < REFRESH_AFTER_CHANGES &&
+      Date.now() - newest.at < this.statusTtlMs / 2
     )
       return;
     Promise.resolve()

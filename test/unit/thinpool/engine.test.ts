@@ -694,6 +694,11 @@ describe("start-up reconciliation (fake kernel)", () => {
 describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)", () => {
   const cached = { statusTtlMs: 60_000 };
   const settle = () => new Promise((resolve) => setImmediate(resolve));
+  /** After v1 (which read the status), creates the volumes that leave the next create to start a read. */
+  const createUntilNextRead = async (engine: ThinPoolEngine) => {
+    for (const name of ["f1", "f2"]) await engine.createVolume({ name, sizeBytes: MiB });
+    await settle();
+  };
 
   // A large metadata device, and one so small that the charge for unseen creates decides the answer.
   for (const [total, used] of [
@@ -740,7 +745,7 @@ describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)
   it("does not wait for the status read the previous create started, far from the reserves", async () => {
     const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
-    await settle();
+    await createUntilNextRead(engine);
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const run = kernel.run.bind(kernel);
@@ -760,7 +765,7 @@ describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)
     const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
     await engine.activate("v1");
-    await settle();
+    await createUntilNextRead(engine);
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const order: string[] = [];
@@ -796,18 +801,45 @@ describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)
     );
   });
 
-  it("far from the reserves, checks spawn no read: the status is read after every other change", async () => {
+  it("far from the reserves, checks spawn no read: the status is read after every fourth change", async () => {
     const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
     kernel.calls = [];
-    for (const name of ["v1", "v2", "v3", "v4"]) {
-      await engine.createVolume({ name, sizeBytes: MiB });
+    for (let i = 0; i < 8; i++) {
+      await engine.createVolume({ name: `v${i}`, sizeBytes: MiB });
       await settle(); // a read the create started has answered
     }
-    const twoCreates = ["create_thin", "set_transaction_id", "create_thin", "set_transaction_id", "status"];
+    const create = ["create_thin", "set_transaction_id"];
+    const fourCreates = [...create, ...create, ...create, ...create, "status"];
     assert.deepEqual(
       kernel.calls.map((c) => (c[1] === "message" ? c[4]?.split(" ")[0] : c[1])),
-      ["status", ...twoCreates, ...twoCreates], // the first check has no status to trust yet
+      ["status", ...fourCreates, ...fourCreates], // the first check has no status to trust yet
     );
+  });
+
+  it("counts a read in flight as the newest: the next starts only once that one predates four changes", async () => {
+    const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
+    await engine.createVolume({ name: "v0", sizeBytes: MiB });
+    await settle();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const run = kernel.run.bind(kernel);
+    const started: number[] = [];
+    kernel.run = async (file, args, options) => {
+      if (args[0] === "status") {
+        started.push(kernel.calls.length);
+        await gate; // reads hang until released
+      }
+      return run(file, args, options);
+    };
+    for (let i = 1; i <= 6; i++) {
+      await engine.createVolume({ name: `v${i}`, sizeBytes: MiB });
+      await settle();
+    }
+    assert.equal(started.length, 1, "v3 started a read (four changes after v0's); v4-v6 did not");
+    await engine.createVolume({ name: "v7", sizeBytes: MiB });
+    await settle();
+    assert.equal(started.length, 2, "v7 is the fourth change after the read in flight");
+    release();
   });
 
   it("reads the status after every change once the last read is half its lifetime old", async () => {
