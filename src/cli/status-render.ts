@@ -51,6 +51,7 @@ function poolRow(pool: PoolReport): string[] {
     usedOf(pool.metadataUsedBytes, pool.metadataBytes),
     `${size(pool.provisionedBytes)}${ratio}`,
     size(pool.provisionableBytes),
+    pool.spareThinIds === undefined ? "-" : String(pool.spareThinIds),
     `${pressureText("data", pool.pressure.data)}, ${pressureText("metadata", pool.pressure.metadata)}`,
   ];
 }
@@ -93,6 +94,7 @@ export function renderStatus(reports: readonly NodeStatusReport[], options: Rend
         "METADATA USED",
         "PROVISIONED",
         "PROVISIONABLE",
+        "SPARE IDS",
         "PRESSURE",
       ],
       reports.flatMap((report) => report.pools.map((pool) => withNode(report, poolRow(pool)))),

@@ -69,6 +69,7 @@ export class EngineHost implements DriverEngine {
     this.context.metrics.attachPools({
       pools: () => monitor.current(POOL_VIEW_MAX_AGE_MS),
       deviceCounts: (pool) => this.deviceCounts(pool),
+      spareThinIds: (pool) => this.store.countReadySpareIds(pool),
       overProvisioningRatio: config.overProvisioningRatio,
       thresholds: config.poolPressure,
     });
@@ -117,6 +118,7 @@ export class EngineHost implements DriverEngine {
       devices: engine ? this.store.listDevices() : [],
       mappedBytes: mapped,
       quarantinedIds: engine ? engine.poolNames.flatMap((pool) => this.store.listQuarantined(pool)) : [],
+      spareThinIds: (pool) => this.store.countReadySpareIds(pool),
       lastReconcile: engine?.lastReconcile,
       dmNameOf: (device) => engine?.dmNameOf(device) ?? device,
     });

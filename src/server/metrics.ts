@@ -27,6 +27,8 @@ export interface PoolMetricsSource {
   pools(): Promise<PoolView[]>;
   /** Number of devices per lower-case state in a pool. */
   deviceCounts(pool: string): ReadonlyMap<string, number>;
+  /** Ready spare thin ids in a pool. */
+  spareThinIds(pool: string): number;
   readonly overProvisioningRatio: number;
   readonly thresholds: PoolPressureConfig;
 }
@@ -181,6 +183,14 @@ export class DriverMetrics {
     );
     usageGauge("pool_needs_check", "1 when the kernel flags the pool's metadata as needing a check", (v) =>
       v.status === undefined ? undefined : Number(v.status.needsCheck),
+    );
+    poolGauge(
+      "pool_spare_thin_ids",
+      "Thin ids made ahead so that CreateVolume needs no kernel call (none are made near the reserves)",
+      ["pool"],
+      (gauge, views, source) => {
+        for (const view of views) gauge.set({ pool: view.pool }, source.spareThinIds(view.pool));
+      },
     );
     poolGauge(
       "pool_over_provisioning_ratio",

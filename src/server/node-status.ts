@@ -49,6 +49,11 @@ export interface PoolReport {
   readonly overProvisioningRatio: number;
   /** Why nothing more can be provisioned, when that is so. */
   readonly blockedBy: string | null;
+  /**
+   * Thin ids made ahead for CreateVolume (in the pool's metadata, in no volume yet); absent from drivers
+   * older than spares.
+   */
+  readonly spareThinIds?: number;
   readonly pressure: Readonly<Record<PoolResource, ResourcePressureReport>>;
 }
 
@@ -127,6 +132,8 @@ export interface NodeStatusInput {
   /** Mapped bytes of the active devices, by device name. */
   readonly mappedBytes: ReadonlyMap<string, number>;
   readonly quarantinedIds: readonly QuarantinedId[];
+  /** Ready spare thin ids of a pool. */
+  readonly spareThinIds: (pool: string) => number;
   readonly lastReconcile: ReconcileReport | undefined;
   /** Turns a device name into its dm name, for the commands in a faulty device's action. */
   readonly dmNameOf: (device: string) => string;
@@ -175,6 +182,7 @@ function poolReport(view: PoolView, input: NodeStatusInput): PoolReport {
     provisionableBytes: usage?.availableBytes ?? null,
     overProvisioningRatio: input.overProvisioningRatio,
     blockedBy: usage?.blockedBy ?? null,
+    spareThinIds: input.spareThinIds(view.pool),
     pressure,
   };
 }

@@ -91,7 +91,7 @@ export class SpareThinIds {
     try {
       while (!this.closed) {
         // Ready ones only: a row left not ready (its id could not be deleted) waits for the next start.
-        if (this.ctx.store.listSpareIds(pool.name).filter((spare) => spare.ready).length >= this.target) {
+        if (this.ctx.store.countReadySpareIds(pool.name) >= this.target) {
           full = true;
           return;
         }

@@ -61,13 +61,15 @@ describe("thinpool-csi status", () => {
     }
   });
 
-  it("renders the reconciliation of a driver too old to report its phases (a rolling upgrade)", () => {
+  it("renders the report of a driver too old to report its phases or spares (a rolling upgrade)", () => {
     const { phasesMs: _dropped, ...older } = report.lastReconcile ?? assert.fail("fixture has a report");
-    const text = renderStatus([{ ...report, lastReconcile: older }], { nodeColumn: false });
+    const pools = report.pools.map(({ spareThinIds: _none, ...pool }) => pool);
+    const text = renderStatus([{ ...report, pools, lastReconcile: older }], { nodeColumn: false });
     assert.equal(
       text.split("\n")[1],
       "  start-up reconciliation: checked 4, reactivated 1, resumed 0, rolledForward 0, rolledBack 1, deactivated 0, quarantined 1, faulty 2 (87 ms)",
     );
+    assert.match(text, /^default\s+rw\s.*\s17GiB\s+-\s+data WARNING/m);
   });
 
   it("renders pools, devices with their owners, faulty devices with what to do, and quarantined ids", () => {
@@ -78,10 +80,13 @@ describe("thinpool-csi status", () => {
       lines[1],
       "  start-up reconciliation: checked 4, reactivated 1, resumed 0, rolledForward 0, rolledBack 1, deactivated 0, quarantined 1, faulty 2 (87 ms: listing 9, settling 21, reactivation 50, metadata check 7)",
     );
-    assert.match(text, /^POOL\s+MODE\s+DATA USED\s+METADATA USED\s+PROVISIONED\s+PROVISIONABLE\s+PRESSURE$/m);
     assert.match(
       text,
-      /^default\s+rw\s+1\.65GiB\/2GiB \(82\.4%\)\s+1\.17MiB\/64MiB \(1\.8%\)\s+3GiB \(1\.50x of 10x\)\s+17GiB\s+data WARNING \(warn 80%, crit 90%\), metadata ok \(warn 80%, crit 90%\)$/m,
+      /^POOL\s+MODE\s+DATA USED\s+METADATA USED\s+PROVISIONED\s+PROVISIONABLE\s+SPARE IDS\s+PRESSURE$/m,
+    );
+    assert.match(
+      text,
+      /^default\s+rw\s+1\.65GiB\/2GiB \(82\.4%\)\s+1\.17MiB\/64MiB \(1\.8%\)\s+3GiB \(1\.50x of 10x\)\s+17GiB\s+8\s+data WARNING \(warn 80%, crit 90%\), metadata ok \(warn 80%, crit 90%\)$/m,
     );
     assert.match(
       text,

@@ -73,6 +73,7 @@ describe("DriverMetrics", () => {
               ]
             : [],
         ),
+      spareThinIds: (pool) => (pool === "fast" ? 8 : 0),
       overProvisioningRatio: 10,
       thresholds: THRESHOLDS,
     });
@@ -85,6 +86,7 @@ describe("DriverMetrics", () => {
     assert.equal(sampleValue(samples, "thinpool_csi_pool_provisioned_bytes", fast), 20_000_000);
     assert.equal(sampleValue(samples, "thinpool_csi_pool_provisionable_bytes", fast), 45_536_000);
     assert.equal(sampleValue(samples, "thinpool_csi_pool_over_provisioning_ratio", fast), 10);
+    assert.equal(sampleValue(samples, "thinpool_csi_pool_spare_thin_ids", fast), 8);
     assert.equal(sampleValue(samples, "thinpool_csi_pool_up", fast), 1);
     assert.equal(sampleValue(samples, "thinpool_csi_pool_needs_check", fast), 0);
     assert.equal(sampleValue(samples, "thinpool_csi_pool_mode", { ...fast, mode: "rw" }), 1);

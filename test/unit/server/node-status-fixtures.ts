@@ -115,6 +115,7 @@ export function statusInput(overrides: Partial<NodeStatusInput> = {}): NodeStatu
         since: "2026-11-23T11:00:00.000Z",
       },
     ],
+    spareThinIds: (pool) => (pool === "default" ? 8 : 0),
     lastReconcile: {
       checked: 4,
       reactivated: 1,

@@ -22,6 +22,7 @@ describe("node status report", () => {
         provisionableBytes: 17 * GiB,
         overProvisioningRatio: 10,
         blockedBy: null,
+        spareThinIds: 8,
         pressure: {
           data: { level: "warning", usedPercent: 82.4, warningPercent: 80, criticalPercent: 90 },
           metadata: { level: "normal", usedPercent: 1.8, warningPercent: 80, criticalPercent: 90 },
