@@ -951,7 +951,9 @@ export class ThinPoolEngine {
       crashPoint("delete.intent-committed");
       try {
         if (options.discard) await this.discardBlocks(current, pool, Boolean(live));
-        await this.ctx.dm.remove(dmName, { deferredIfBusy: false });
+        // An inactive device without discard has nothing to deactivate: no remove process (we hold its lock,
+        // so nothing activates it meanwhile).
+        if (live || options.discard) await this.ctx.dm.remove(dmName, { deferredIfBusy: false });
       } catch (err) {
         this.ctx.store.updateDevice(name, { state: previous, pending: null, lastError: describe(err) });
         throw asEngineError(err, `deactivating ${name} for deletion`);

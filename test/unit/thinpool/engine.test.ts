@@ -264,6 +264,16 @@ describe("ThinPoolEngine (fake kernel)", () => {
     assert.equal(kernel.thinIds.size, 0);
     await engine.deleteDevice("v1");
 
+    await engine.createVolume({ name: "v3", sizeBytes: MiB });
+    kernel.calls = [];
+    await engine.deleteDevice("v3");
+    assert.equal(store.getDevice("v3"), undefined);
+    assert.deepEqual(
+      kernel.calls.filter((c) => c.includes("tpcsi-v3")).map((c) => c[1]),
+      ["info"],
+      "an inactive device is deleted without a remove process",
+    );
+
     await engine.createVolume({ name: "v2", sizeBytes: MiB });
     kernel.calls = [];
     await engine.deleteDevice("v2", { discard: true });
