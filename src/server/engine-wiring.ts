@@ -69,7 +69,7 @@ export class EngineHost implements DriverEngine {
     this.context.metrics.attachPools({
       pools: () => monitor.current(POOL_VIEW_MAX_AGE_MS),
       deviceCounts: (pool) => this.deviceCounts(pool),
-      spareThinIds: (pool) => this.store.countReadySpareIds(pool),
+      spareThinIds: (pool) => engine.readySpareIds(pool),
       overProvisioningRatio: config.overProvisioningRatio,
       thresholds: config.poolPressure,
     });
@@ -118,7 +118,7 @@ export class EngineHost implements DriverEngine {
       devices: engine ? this.store.listDevices() : [],
       mappedBytes: mapped,
       quarantinedIds: engine ? engine.poolNames.flatMap((pool) => this.store.listQuarantined(pool)) : [],
-      spareThinIds: (pool) => this.store.countReadySpareIds(pool),
+      spareThinIds: (pool) => engine?.readySpareIds(pool) ?? 0,
       lastReconcile: engine?.lastReconcile,
       dmNameOf: (device) => engine?.dmNameOf(device) ?? device,
     });

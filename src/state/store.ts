@@ -368,11 +368,6 @@ export class StateStore {
     }));
   }
 
-  /** Spares made and not yet handed out (those not ready are being made, or wait for the next start). */
-  countReadySpareIds(pool: string): number {
-    return this.listSpareIds(pool).filter((spare) => spare.ready).length;
-  }
-
   deleteSpareId(pool: string, deviceId: number): void {
     this.stmts.deleteSpare.run(pool, deviceId);
     this.lowerIdFloor(pool, deviceId);

@@ -209,6 +209,11 @@ export class ThinPoolEngine {
     return this.ctx.store.getDevice(name);
   }
 
+  /** Spare thin ids made ahead in the pool and not yet handed out. */
+  readySpareIds(pool: string): number {
+    return this.spares.readyCount(pool);
+  }
+
   findByRequestName(kind: DeviceKind, requestName: string): DeviceRecord | undefined {
     return this.ctx.store.findDeviceByRequestName(kind, requestName);
   }

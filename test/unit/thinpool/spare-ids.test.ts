@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type Database from "better-sqlite3";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
@@ -23,6 +24,39 @@ async function spares(store: StateStore, count: number): Promise<number[]> {
   for (let turn = 0; turn < 200 && readySpares(store).length !== count; turn++) await nextTurn();
   assert.equal(readySpares(store).length, count, `expected ${count} ready spares`);
   return readySpares(store);
+}
+
+/**
+ * Counts the store's write commits (each is an fsync on a real disk): outermost transactions that changed
+ * a row, and statements that changed one outside any transaction. `restore` undoes the instrumentation.
+ */
+function countWriteCommits(store: StateStore): { count: () => number; restore: () => void } {
+  let commits = 0;
+  const totalChanges = store.db.prepare("SELECT total_changes() AS n");
+  const changesSoFar = () => (totalChanges.get() as { n: number }).n;
+  const statement = Object.getPrototypeOf(totalChanges) as {
+    run: (...args: unknown[]) => Database.RunResult;
+  };
+  const run = statement.run;
+  statement.run = function (this: Database.Statement, ...args: unknown[]) {
+    const result = run.apply(this, args);
+    if (!store.db.inTransaction && result.changes > 0) commits++;
+    return result;
+  };
+  const transaction = store.transaction.bind(store);
+  store.transaction = <T>(fn: () => T): T => {
+    if (store.db.inTransaction) return transaction(fn);
+    const before = changesSoFar();
+    const result = transaction(fn);
+    if (changesSoFar() > before) commits++;
+    return result;
+  };
+  return {
+    count: () => commits,
+    restore: () => {
+      statement.run = run;
+    },
+  };
 }
 
 describe("spare thin ids (fake kernel)", () => {
@@ -111,6 +145,28 @@ describe("spare thin ids (fake kernel)", () => {
       "every create took a spare",
     );
     assert.equal(messages(kernel).filter((m) => m?.startsWith("create_thin")).length, 8);
+    engine.close();
+  });
+
+  it("in a stream of creates each spare costs one write commit: its ready mark rides on the next one", async () => {
+    const kernel = new FakeKernel();
+    const store = StateStore.open(":memory:");
+    const engine = await openEngine(kernel, store, { spareThinIds: 3 });
+    await spares(store, 3);
+    const commits = countWriteCommits(store);
+    try {
+      const creates = 6;
+      await Promise.all(
+        Array.from({ length: creates }, (_, i) => engine.createVolume({ name: `s${i}`, sizeBytes: MiB })),
+      );
+      await spares(store, 3);
+      // Each create: the transaction that takes a spare, and the next spare's intent. The top-up ends
+      // idle once, recording the last spare's mark on its own. A mark of its own per spare would be 18.
+      assert.equal(commits.count(), 2 * creates + 1);
+      assert.equal(engine.readySpareIds("p"), 3);
+    } finally {
+      commits.restore();
+    }
     engine.close();
   });
 
