@@ -95,15 +95,6 @@ export function renderReport(r: BenchResults): string {
       [
         row("thinpool-csi: origin frozen (suspend to resume)", snap.driverFreeze, ratio(freeze)),
         row("raw: origin frozen (suspend to resume)", snap.floorFreeze, "1.00x"),
-        ...(snap.floorFreezeSynced
-          ? [
-              row(
-                "raw after sync -f, as the driver: origin frozen",
-                snap.floorFreezeSynced,
-                ratio(snap.floorFreezeSynced.median / snap.floorFreeze.median),
-              ),
-            ]
-          : []),
         row(
           "thinpool-csi: whole CreateSnapshot call",
           snap.driverCall,

@@ -38,8 +38,6 @@ export interface BenchResults {
     driverFreeze: Summary;
     driverCall: Summary;
     floorFreeze: Summary;
-    /** The raw sequence after `sync -f` on the origin's mount, as the driver does (absent before 2026-12-05). */
-    floorFreezeSynced?: Summary;
     floorCall: Summary;
     lvmCall: Summary;
     counts: CallCounts;

@@ -250,8 +250,6 @@ interface ByHand {
   deleteFloor: number[];
   stageByHand: number[];
   snapshotFreeze: number[];
-  /** The same sequence with the driver's write-back first (`sync -f` on the origin's mount). */
-  snapshotFreezeSynced: number[];
   snapshotCall: number[];
   restoreByHand: number[];
 }
@@ -303,7 +301,7 @@ async function byHand(): Promise<ByHand> {
 
   const origin = staged[0] as (typeof staged)[number];
   log(
-    `by hand: 2 x ${sizes.snapshots} snapshots under write load (suspend, create_snap, resume, set_transaction_id; then the same after sync -f)`,
+    `by hand: ${sizes.snapshots} snapshots under write load (suspend, create_snap, resume, set_transaction_id)`,
   );
   const load = startWriteLoad(origin.mnt);
   await new Promise((r) => setTimeout(r, 2000));
@@ -319,18 +317,6 @@ async function byHand(): Promise<ByHand> {
     ]);
   }
   const snapSteps = await timedShellLoop(snaps);
-  const syncedSnaps: Iteration[] = [];
-  for (let i = 0; i < sizes.snapshots; i++) {
-    snapIds.push(id);
-    syncedSnaps.push([
-      [["sync", "-f", origin.mnt]],
-      [dm("suspend", origin.name)],
-      [dm("message", POOL_DM, "0", `create_snap ${id++} ${origin.thinId}`)],
-      [dm("resume", origin.name)],
-      [advance()],
-    ]);
-  }
-  const syncedSteps = await timedShellLoop(syncedSnaps);
   await stopWriteLoad(load);
 
   log(`by hand: ${sizes.stages} restores (create_snap, set_transaction_id, dmsetup create, mount)`);
@@ -365,7 +351,6 @@ async function byHand(): Promise<ByHand> {
     deleteFloor,
     stageByHand,
     snapshotFreeze: snapSteps.map((s) => sum(s.slice(0, 3))),
-    snapshotFreezeSynced: syncedSteps.map((s) => sum(s.slice(1, 4))),
     snapshotCall: snapSteps.map(sum),
     restoreByHand,
   };
@@ -678,7 +663,6 @@ async function main(): Promise<void> {
       driverFreeze: summarize(driverFreeze),
       driverCall: summarize(snapTimes),
       floorFreeze: summarize(hand.snapshotFreeze),
-      floorFreezeSynced: summarize(hand.snapshotFreezeSynced),
       floorCall: summarize(hand.snapshotCall),
       lvmCall: summarize(lvmResults.snapshot),
       counts: counts(snapBefore, snapStats, sizes.snapshots),

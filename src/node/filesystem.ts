@@ -1,7 +1,6 @@
 import { statfs } from "node:fs/promises";
 import type { CommandRunner } from "../thinpool/command.js";
 import { CommandError } from "../thinpool/errors.js";
-import { mountsOfDevice } from "./mounts.js";
 
 export type FilesystemType = "ext4" | "xfs";
 export const SUPPORTED_FILESYSTEMS: readonly FilesystemType[] = ["ext4", "xfs"];
@@ -83,20 +82,4 @@ export async function filesystemStats(path: string): Promise<FilesystemStats> {
     freeInodes: s.ffree,
     usedInodes: s.files - s.ffree,
   };
-}
-
-/** How long a write-back before a snapshot may take; past it the snapshot goes on and the suspend flushes. */
-const SYNC_TIMEOUT_MS = 30_000;
-
-/**
- * Writes back the dirty data of the filesystem mounted from device `devno` ("major:minor"), if any
- * (`sync -f`: syncfs, that filesystem only). Run before a snapshot suspends the device: the suspend
- * freezes the filesystem and then flushes it with the workload's I/O blocked, so what is written back
- * here is time the workload does not spend frozen. Returns whether a filesystem was synced.
- */
-export async function syncFilesystemOn(runner: CommandRunner, devno: string): Promise<boolean> {
-  const [mount] = await mountsOfDevice(devno);
-  if (!mount) return false;
-  await runner.run("sync", ["-f", mount.mountPoint], { timeoutMs: SYNC_TIMEOUT_MS });
-  return true;
 }

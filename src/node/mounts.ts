@@ -2,8 +2,6 @@ import { readFile } from "node:fs/promises";
 
 export interface MountEntry {
   mountPoint: string;
-  /** The mounted filesystem's device, "major:minor". */
-  devno: string;
   source: string;
   fsType: string;
   options: string[];
@@ -26,7 +24,6 @@ export function parseMountInfo(text: string): MountEntry[] {
     const l = left.split(" ");
     const r = right.split(" ");
     entries.push({
-      devno: l[2] ?? "",
       root: unescape(l[3] ?? ""),
       mountPoint: unescape(l[4] ?? ""),
       options: (l[5] ?? "").split(","),
@@ -37,16 +34,9 @@ export function parseMountInfo(text: string): MountEntry[] {
   return entries;
 }
 
-const readMounts = async (): Promise<MountEntry[]> =>
-  parseMountInfo(await readFile("/proc/self/mountinfo", "utf8"));
-
 export async function mountsAt(path: string): Promise<MountEntry[]> {
-  return (await readMounts()).filter((e) => e.mountPoint === path);
-}
-
-/** Where the filesystem on device `devno` ("major:minor") is mounted: every bind of it. */
-export async function mountsOfDevice(devno: string): Promise<MountEntry[]> {
-  return (await readMounts()).filter((e) => e.devno === devno);
+  const entries = parseMountInfo(await readFile("/proc/self/mountinfo", "utf8"));
+  return entries.filter((e) => e.mountPoint === path);
 }
 
 export async function isMountPoint(path: string): Promise<boolean> {

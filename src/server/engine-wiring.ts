@@ -10,7 +10,7 @@ import { createControllerService } from "../controller/controller-service.js";
 import { CsiError } from "../csi/errors.js";
 import type { ControllerHandlers, NodeHandlers, RpcContext } from "../csi/types.js";
 import type { Readiness } from "../identity/identity-service.js";
-import { syncFilesystemOn, type FilesystemType } from "../node/filesystem.js";
+import type { FilesystemType } from "../node/filesystem.js";
 import { createNodeService } from "../node/node-service.js";
 import { StateStore } from "../state/store.js";
 import { ExecaRunner } from "../thinpool/command.js";
@@ -60,7 +60,6 @@ export class EngineHost implements DriverEngine {
       },
       observer: this.context.metrics.engineObserver,
       spareThinIds: config.spareThinIds,
-      flushBeforeSuspend: (devno) => syncFilesystemOn(this.runner, devno),
     });
     const engine = this.engine;
     const monitor = new PoolMonitor(engine, config.poolPressure, (change) => {

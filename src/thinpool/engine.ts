@@ -70,12 +70,6 @@ export interface EngineOptions {
   sectorsOf?: (devno: string) => Promise<number>;
   /** Thin ids each pool keeps created ahead of CreateVolume (default 0: none). */
   spareThinIds?: number;
-  /**
-   * Writes back what a live origin ("major:minor") has dirty before the engine suspends it for a
-   * snapshot, so the suspend's own flush, made with the origin's I/O frozen, has little left to do. A
-   * failure is logged and the snapshot goes on: the suspend still flushes everything.
-   */
-  flushBeforeSuspend?: (devno: string) => Promise<unknown>;
 }
 
 export interface CreateVolumeSpec {
@@ -145,14 +139,12 @@ export class ThinPoolEngine {
   };
   lastReconcile: ReconcileReport | undefined;
   private readonly spares: SpareThinIds;
-  private readonly flushOrigin: ((devno: string) => Promise<unknown>) | undefined;
 
   private constructor(ctx: EngineContext, options: EngineOptions) {
     this.ctx = ctx;
     this.policy = options.capacity ?? DEFAULT_CAPACITY_POLICY;
     this.observer = options.observer ?? {};
     this.statusTtlMs = options.statusTtlMs ?? 1000;
-    this.flushOrigin = options.flushBeforeSuspend;
     this.spares = new SpareThinIds(ctx, options.spareThinIds ?? 0, {
       runPoolChange: (pool, change) =>
         this.locks.runExclusive(poolKey(pool), () => this.changeMetadata(pool, change)),
@@ -612,7 +604,6 @@ export class ThinPoolEngine {
     if (live) {
       // The pool status read the previous change started would compete for the CPU with the frozen origin.
       await this.statusReads.get(pool.name)?.status.catch(() => undefined);
-      await this.flushBeforeSuspend(origin.name, live.devno);
       try {
         await this.ctx.dm.suspend(originDm);
       } catch (err) {
@@ -644,17 +635,6 @@ export class ThinPoolEngine {
       throw asEngineError(failure, `snapshotting ${origin.name}`);
     }
     return this.finishCreate(pool, intent.name);
-  }
-
-  private async flushBeforeSuspend(name: string, devno: string): Promise<void> {
-    try {
-      await this.flushOrigin?.(devno);
-    } catch (err) {
-      this.ctx.logger.warn(
-        { device: name, err: describe(err) },
-        "could not write back the origin's filesystem before suspending it; the suspend flushes it, frozen",
-      );
-    }
   }
 
   /** Records the device on a ready spare id, in one transaction with its checks; undefined when none is ready. */

@@ -143,38 +143,6 @@ describe("ThinPoolEngine (fake kernel)", () => {
     assert.equal(kernel.devices.get("tpcsi-v1")?.suspended, false);
   });
 
-  it("writes back an active origin's filesystem before suspending it; a failed write-back only warns", async () => {
-    const logger = recordingLogger();
-    const flushed: Array<{ devno: string; suspended: boolean | undefined; suspendsBefore: number }> = [];
-    let failNext = false;
-    const { engine, kernel } = await openEngine(new FakeKernel(), StateStore.open(":memory:"), {
-      logger,
-      flushBeforeSuspend: async (devno) => {
-        flushed.push({
-          devno,
-          suspended: kernel.devices.get("tpcsi-v1")?.suspended,
-          suspendsBefore: kernel.calls.filter((c) => c[1] === "suspend").length,
-        });
-        if (failNext) throw new Error("sync: timed out");
-      },
-    });
-    await engine.createVolume({ name: "v1", sizeBytes: MiB });
-    await engine.createSnapshot({ name: "s0", source: "v1", kind: "snapshot" });
-    assert.equal(flushed.length, 0, "an inactive origin has no filesystem to write back");
-    await engine.activate("v1");
-    kernel.calls = [];
-    await engine.createSnapshot({ name: "s1", source: "v1", kind: "snapshot" });
-    const minor = kernel.devices.get("tpcsi-v1")?.minor;
-    assert.deepEqual(flushed, [{ devno: `254:${minor}`, suspended: false, suspendsBefore: 0 }]);
-    assert.equal(kernel.calls.filter((c) => c[1] === "suspend").length, 1, "then suspended");
-    failNext = true;
-    const s2 = await engine.createSnapshot({ name: "s2", source: "v1", kind: "snapshot" });
-    assert.equal(s2.state, DeviceState.Inactive, "the snapshot is made anyway: the suspend flushes");
-    assert.ok(
-      logger.lines.some((l) => l.level === "warn" && /could not write back the origin's/.test(l.message)),
-    );
-  });
-
   it("does not suspend an inactive origin", async () => {
     const { engine, kernel } = await openEngine();
     await engine.createVolume({ name: "v1", sizeBytes: MiB });
