@@ -155,7 +155,8 @@ export class StateStore {
       markSpareReady: db.prepare(`UPDATE spare_ids SET ready = 1 WHERE pool = ? AND device_id = ?`),
       takeSpare: db.prepare(
         `DELETE FROM spare_ids WHERE pool = @pool AND device_id =
-           (SELECT MIN(device_id) FROM spare_ids WHERE pool = @pool AND ready = 1)
+           (SELECT MIN(device_id) FROM spare_ids WHERE pool = @pool
+              AND (ready = 1 OR device_id IN (SELECT value FROM json_each(@made))))
          RETURNING device_id`,
       ),
       listSpares: db.prepare(`SELECT device_id, ready FROM spare_ids WHERE pool = ? ORDER BY device_id`),
@@ -355,9 +356,13 @@ export class StateStore {
     this.stmts.markSpareReady.run(pool, deviceId);
   }
 
-  /** Removes and returns the lowest ready spare id of the pool, if any. */
-  takeSpareId(pool: string): number | undefined {
-    const row = this.stmts.takeSpare.get({ pool }) as { device_id: number } | undefined;
+  /**
+   * Removes and returns the lowest ready spare id of the pool, if any, counting those in `made` as ready
+   * (their create_thin succeeded; their ready mark is not written yet).
+   */
+  takeSpareId(pool: string, made: readonly number[] = []): number | undefined {
+    const row = this.stmts.takeSpare.get({ pool, made: JSON.stringify(made) }) as
+      { device_id: number } | undefined;
     return row?.device_id;
   }
 

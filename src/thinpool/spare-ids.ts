@@ -11,13 +11,13 @@ import type { PoolStatus } from "./status.js";
  * spare serves any volume, and one costs the pool about one metadata block.
  *
  * Each spare is bracketed like every kernel change: its row is written (not ready) before create_thin
- * and marked ready after it. Start-up reconciliation deletes the thin ids of rows that are not ready
+ * and marked ready after it. The rows of a top-up's spares are written together, in one transaction. Start-up reconciliation deletes the thin ids of rows that are not ready
  * (never handed out, so they hold no user data) and keeps the ready ones.
  *
- * The ready mark is not a transaction of its own: it rides on the next one that touches the pool's
- * spares (the next spare's intent, the create that takes it, or the end of a top-up), which saves one
- * fsync per spare in a stream of creates. A crash before that only loses the spare: its row is not
- * ready, so start-up deletes its id.
+ * The ready mark is not a transaction of its own: it rides on the next top-up's rows, or is written when
+ * the top-up ends, and until then the engine counts the spare ready from memory; that saves one fsync
+ * per spare in a stream of creates. A crash before the mark only loses the spare: its row is not ready,
+ * so start-up deletes its id.
  */
 export interface SpareHooks {
   /** Runs `change` holding the pool's lock, counted as a change to the pool's metadata. */
@@ -50,9 +50,8 @@ export class SpareThinIds {
   /** Removes and returns a ready spare id, in the caller's transaction; undefined when there is none. */
   take(pool: string): number | undefined {
     if (this.target <= 0) return undefined;
-    // The caller's transaction may roll back, so `made` is left as it is: marking again is harmless.
-    this.markMade(pool);
-    return this.ctx.store.takeSpareId(pool);
+    // No mark is written here: a create that finds no spare then writes nothing (no commit, no fsync).
+    return this.ctx.store.takeSpareId(pool, [...(this.made.get(pool) ?? [])]);
   }
 
   /** Spares made and not yet handed out. */
@@ -121,12 +120,12 @@ export class SpareThinIds {
     try {
       while (!this.closed) {
         // Ready ones only: a row left not ready (its id could not be deleted) waits for the next start.
-        if (this.readyCount(pool.name) >= this.target) {
+        const missing = this.target - this.readyCount(pool.name);
+        if (missing <= 0) {
           full = true;
           return;
         }
-        if (!(await this.makeOne(pool))) return;
-        this.wake(pool.name, true);
+        if (!(await this.makeBatch(pool, missing))) return;
       }
     } catch (err) {
       if (this.closed) return;
@@ -145,27 +144,53 @@ export class SpareThinIds {
     }
   }
 
-  /** Makes one spare if the pool has room for it; false when it has not. */
-  private async makeOne(pool: PoolRuntime): Promise<boolean> {
-    const status = await this.hooks.capacityStatus(pool.name);
-    if (this.closed || !this.hooks.hasRoomForSpare(pool.name, status)) return false;
-    await this.hooks.runPoolChange(pool.name, () => this.createOne(pool));
-    return true;
+  /**
+   * Makes up to `count` spares, one create_thin at a time, their rows written ahead in one transaction
+   * (one commit for the batch, not one per spare); false when the pool has no room for the next one.
+   */
+  private async makeBatch(pool: PoolRuntime, count: number): Promise<boolean> {
+    const unsent = this.reserve(pool, count);
+    crashPoint("spare.intent-committed");
+    try {
+      while (unsent.length > 0) {
+        const status = await this.hooks.capacityStatus(pool.name);
+        if (this.closed || !this.hooks.hasRoomForSpare(pool.name, status)) return false;
+        const deviceId = unsent.shift() as number;
+        await this.hooks.runPoolChange(pool.name, () => this.createOne(pool, deviceId));
+        this.wake(pool.name, true);
+      }
+      return true;
+    } finally {
+      // Never sent to the pool, so there is nothing to delete there. Closed: the next start deletes them.
+      if (!this.closed && unsent.length > 0)
+        this.ctx.store.transaction(() => {
+          for (const id of unsent) this.ctx.store.deleteSpareId(pool.name, id);
+        });
+    }
   }
 
-  private async createOne(pool: PoolRuntime): Promise<void> {
+  /** Writes the rows (not ready) of `count` new spares in one transaction, with the marks of those made. */
+  private reserve(pool: PoolRuntime, count: number): number[] {
     const store = this.ctx.store;
-    const deviceId = store.transaction(() => {
-      // Before the new row: an id in `made` may be free again (taken, then its volume deleted).
+    const ids = store.transaction(() => {
+      // Before the new rows: an id in `made` may be free again (taken, then its volume deleted).
       this.markMade(pool.name);
-      const id = store.lowestFreeDeviceId(pool.name);
-      if (id === undefined)
-        throw new EngineError("NoSpace", `pool ${pool.name}: no free thin device id left`);
-      store.addSpareId(pool.name, id);
-      return id;
+      const reserved: number[] = [];
+      for (let i = 0; i < count; i++) {
+        const id = store.lowestFreeDeviceId(pool.name);
+        if (id === undefined)
+          throw new EngineError("NoSpace", `pool ${pool.name}: no free thin device id left`);
+        store.addSpareId(pool.name, id);
+        reserved.push(id);
+      }
+      return reserved;
     });
     this.made.delete(pool.name);
-    crashPoint("spare.intent-committed");
+    return ids;
+  }
+
+  private async createOne(pool: PoolRuntime, deviceId: number): Promise<void> {
+    const store = this.ctx.store;
     try {
       await this.ctx.dm.message(pool.dmName, `create_thin ${deviceId}`);
     } catch (err) {
