@@ -144,10 +144,14 @@ describe("operations: metrics, pool pressure, status command on a real pool", fu
     const kernel = await kernelPool();
     const node = "node-a";
     const pool = { pool: POOL, node };
-    // The pools' view is at most one refresh (5 s) old; wait until it has seen the writes.
-    const samples = await waitFor("the metrics to show the data written", async () => {
+    const provisioned = 3 * 256 * MiB;
+    // The pools' view is at most one refresh (5 s) old; wait until it has seen the writes and the snapshot
+    // (a refresh between the two showed the data with the snapshot not yet provisioned).
+    const samples = await waitFor("the metrics to show the data written and the snapshot", async () => {
       const s = await scrape();
-      return sampleValue(s, "thinpool_csi_pool_data_used_bytes", pool) === kernel.dataUsedBlocks * BLOCK_BYTES
+      return sampleValue(s, "thinpool_csi_pool_data_used_bytes", pool) ===
+        kernel.dataUsedBlocks * BLOCK_BYTES &&
+        sampleValue(s, "thinpool_csi_pool_provisioned_bytes", pool) === provisioned
         ? s
         : undefined;
     });
@@ -165,7 +169,6 @@ describe("operations: metrics, pool pressure, status command on a real pool", fu
     assert.equal(figures.metadata_used_bytes, kernel.metadataUsedBlocks * METADATA_BLOCK_BYTES);
     assert.ok((figures.data_used_bytes ?? 0) >= 48 * MiB, "the 48 MiB written are allocated");
 
-    const provisioned = 3 * 256 * MiB;
     assert.equal(sampleValue(samples, "thinpool_csi_pool_provisioned_bytes", pool), provisioned);
     assert.equal(sampleValue(samples, "thinpool_csi_pool_over_provisioning_ratio", pool), 10);
     assert.equal(
