@@ -11,8 +11,9 @@ import type { PoolStatus } from "./status.js";
  * spare serves any volume, and one costs the pool about one metadata block.
  *
  * Each spare is bracketed like every kernel change: its row is written (not ready) before create_thin
- * and marked ready after it. The rows of a top-up's spares are written together, in one transaction. Start-up reconciliation deletes the thin ids of rows that are not ready
- * (never handed out, so they hold no user data) and keeps the ready ones.
+ * and marked ready after it; the rows of a top-up's spares are written together, in one transaction.
+ * Start-up reconciliation deletes the thin ids of rows that are not ready (never handed out, so they hold
+ * no user data) and keeps the ready ones.
  *
  * The ready mark is not a transaction of its own: it rides on the next top-up's rows, or is written when
  * the top-up ends, and until then the engine counts the spare ready from memory; that saves one fsync
@@ -38,6 +39,8 @@ export class SpareThinIds {
   private readonly pausedUntil = new Map<string, number>();
   /** Per pool, spares whose create_thin succeeded and whose row has not yet been marked ready. */
   private readonly made = new Map<string, Set<number>>();
+  /** Per pool, the rows the running top-up wrote and has not yet sent to the pool. */
+  private readonly unsent = new Map<string, number[]>();
   private closed = false;
 
   constructor(
@@ -93,7 +96,7 @@ export class SpareThinIds {
   /** Stops topping up (the store is about to close). */
   close(): void {
     this.closed = true;
-    for (const pool of [...this.made.keys()]) this.recordMade(pool);
+    for (const pool of new Set([...this.made.keys(), ...this.unsent.keys()])) this.recordMade(pool);
     for (const pool of [...this.waiters.keys()]) this.wake(pool, false);
   }
 
@@ -102,11 +105,20 @@ export class SpareThinIds {
     for (const id of this.made.get(pool) ?? []) this.ctx.store.markSpareReady(pool, id);
   }
 
-  /** Marks the pool's made spares ready in a transaction of its own, and forgets them once it committed. */
+  /**
+   * In a transaction of its own, marks the pool's made spares ready and deletes the rows of those never
+   * sent to the pool (nothing to delete there), and forgets both once it committed.
+   */
   private recordMade(pool: string): void {
-    if (!this.made.has(pool)) return;
-    this.ctx.store.transaction(() => this.markMade(pool));
+    const unsent = this.unsent.get(pool) ?? [];
+    if (!this.made.has(pool) && unsent.length === 0) return;
+    this.ctx.store.transaction(() => {
+      this.markMade(pool);
+      for (const id of unsent) this.ctx.store.deleteSpareId(pool, id);
+    });
     this.made.delete(pool);
+    unsent.length = 0; // the top-up's own list: it sends none of them now
+    this.unsent.delete(pool);
   }
 
   private wake(pool: string, made: boolean): void {
@@ -135,7 +147,8 @@ export class SpareThinIds {
         "could not create a spare thin id; CreateVolume messages the pool itself until one can be made",
       );
     } finally {
-      // Idle (or closed, which recorded them already): nothing else will carry the marks soon.
+      // Idle (or closed, which recorded them already): nothing else will carry the marks soon, and rows
+      // left unsent (no room, or a failed create_thin) are deleted.
       if (!this.closed) this.recordMade(pool.name);
       // In the same turn as the last count: a spare taken after it finds no fill running and starts one.
       this.filling.delete(pool.name);
@@ -150,23 +163,16 @@ export class SpareThinIds {
    */
   private async makeBatch(pool: PoolRuntime, count: number): Promise<boolean> {
     const unsent = this.reserve(pool, count);
+    this.unsent.set(pool.name, unsent);
     crashPoint("spare.intent-committed");
-    try {
-      while (unsent.length > 0) {
-        const status = await this.hooks.capacityStatus(pool.name);
-        if (this.closed || !this.hooks.hasRoomForSpare(pool.name, status)) return false;
-        const deviceId = unsent.shift() as number;
-        await this.hooks.runPoolChange(pool.name, () => this.createOne(pool, deviceId));
-        this.wake(pool.name, true);
-      }
-      return true;
-    } finally {
-      // Never sent to the pool, so there is nothing to delete there. Closed: the next start deletes them.
-      if (!this.closed && unsent.length > 0)
-        this.ctx.store.transaction(() => {
-          for (const id of unsent) this.ctx.store.deleteSpareId(pool.name, id);
-        });
+    while (unsent.length > 0) {
+      const status = await this.hooks.capacityStatus(pool.name);
+      if (this.closed || !this.hooks.hasRoomForSpare(pool.name, status)) return false;
+      const deviceId = unsent.shift() as number;
+      await this.hooks.runPoolChange(pool.name, () => this.createOne(pool, deviceId));
+      this.wake(pool.name, true);
     }
+    return true;
   }
 
   /** Writes the rows (not ready) of `count` new spares in one transaction, with the marks of those made. */

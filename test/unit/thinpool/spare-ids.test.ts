@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import type Database from "better-sqlite3";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
@@ -169,6 +172,38 @@ describe("spare thin ids (fake kernel)", () => {
       commits.restore();
     }
     engine.close();
+  });
+
+  it("closed in the middle of a top-up, deletes the rows it has not sent to the pool yet", async () => {
+    const kernel = new FakeKernel();
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const run = kernel.run.bind(kernel);
+    kernel.run = async (file, args, options) => {
+      if (args[3]?.startsWith("create_thin")) await gate;
+      return run(file, args, options);
+    };
+    const path = join(mkdtempSync(join(tmpdir(), "spares-")), "state.db");
+    const store = StateStore.open(path);
+    const engine = await openEngine(kernel, store);
+    for (let turn = 0; turn < 50 && !kernel.calls.some((c) => c[4] === "create_thin 0"); turn++)
+      await nextTurn();
+    assert.deepEqual(
+      store.listSpareIds("p").map((s) => s.deviceId),
+      [0, 1, 2],
+      "the top-up wrote its three rows before the first create_thin",
+    );
+    engine.close();
+    const reopened = StateStore.open(path);
+    assert.deepEqual(
+      reopened.listSpareIds("p"),
+      [{ deviceId: 0, ready: false }],
+      "only the row whose create_thin is in flight is left, for the next start to settle",
+    );
+    reopened.close();
+    release();
+    for (let turn = 0; turn < 20; turn++) await nextTurn();
+    assert.deepEqual(messages(kernel), ["create_thin 0"], "nothing more is sent after close");
   });
 
   it("a create refused for capacity leaves the spare in place", async () => {
