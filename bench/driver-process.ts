@@ -4,10 +4,11 @@
  * processes spawned, SQLite statements run, the kernel commands with their timestamps, resident memory,
  * the last start-up reconciliation. The CSI calls themselves go over the unix socket like the sidecars'.
  *
- * Instrumentation cost: one array push per spawned command and one counter per SQLite statement.
+ * Instrumentation cost: one array push per spawned command and per GC pause, one counter per SQLite
+ * statement.
  */
 import Database from "better-sqlite3";
-import { performance } from "node:perf_hooks";
+import { PerformanceObserver, performance } from "node:perf_hooks";
 import type { CommandRunner } from "../src/thinpool/command.js";
 import { parseServeArgs } from "../src/server/config.js";
 import { startDriver, type DriverFactories } from "../src/server/driver.js";
@@ -46,8 +47,18 @@ function timeCommands(runner: CommandRunner): void {
   };
 }
 
+const gcPauses: DriverStats["gcPauses"] = [];
+function recordGcPauses(): void {
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      gcPauses.push({ startMs: performance.timeOrigin + entry.startTime, durationMs: entry.duration });
+    }
+  }).observe({ entryTypes: ["gc"] });
+}
+
 async function main(): Promise<void> {
   countStatements();
+  recordGcPauses();
   const { config } = parseServeArgs(process.argv.slice(2), { env: process.env });
   if (!config) throw new Error("driver-process: no configuration (use the serve flags)");
   let host: EngineHost | undefined;
@@ -71,8 +82,12 @@ async function main(): Promise<void> {
       importsDoneMs,
       reconcile: host?.engine?.lastReconcile ?? null,
       commands: [...commands],
+      gcPauses: [...gcPauses],
     };
-    if (message.type === "reset") commands.length = 0;
+    if (message.type === "reset") {
+      commands.length = 0;
+      gcPauses.length = 0;
+    }
     process.send?.(stats);
   });
 }

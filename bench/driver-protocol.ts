@@ -23,4 +23,6 @@ export interface DriverStats {
   importsDoneMs: number;
   reconcile: ReconcileReport | null;
   commands: CommandTiming[];
+  /** Garbage-collection pauses since the last reset (epoch ms), to tell GC from spawning in a freeze. */
+  gcPauses: { startMs: number; durationMs: number }[];
 }

@@ -22,6 +22,29 @@ const row = (name: string, s: Summary, ...extra: string[]): string[] => [
   ...extra,
 ];
 
+/** Inside the freeze, command by command (medians): what the driver adds to the raw sequence. */
+function freezePartsTable(parts: BenchResults["createSnapshot"]["freezeParts"]): string[] {
+  if (!parts) return [];
+  const { driver, raw } = parts;
+  return [
+    table(
+      ["inside the freeze (median ms)", "suspend", "create_snap", "resume", "between", "of which GC"],
+      [
+        [
+          "thinpool-csi",
+          ms(driver.suspend.median),
+          ms(driver.createSnap.median),
+          ms(driver.resume.median),
+          ms(driver.between.median),
+          ms(driver.gc.median),
+        ],
+        ["raw (bash)", ms(raw.suspend.median), ms(raw.createSnap.median), ms(raw.resume.median), "-", "-"],
+      ],
+    ),
+    "",
+  ];
+}
+
 export function renderReport(r: BenchResults): string {
   const cv = r.createVolume;
   const snap = r.createSnapshot;
@@ -112,6 +135,7 @@ export function renderReport(r: BenchResults): string {
     `Per CreateSnapshot the driver spawned ${snap.counts.spawnsPerCall.toFixed(2)} processes and ran ` +
       `${snap.counts.statementsPerCall.toFixed(1)} SQLite statements.`,
     "",
+    ...freezePartsTable(snap.freezeParts),
     "### Node side and delete",
     "",
     table(

@@ -28,6 +28,12 @@ export interface CallCounts {
   statementsPerCall: number;
 }
 
+export interface FreezeParts {
+  suspend: Summary;
+  createSnap: Summary;
+  resume: Summary;
+}
+
 export interface BenchResults {
   sizes: BenchSizes;
   kernel: string;
@@ -41,6 +47,11 @@ export interface BenchResults {
     floorCall: Summary;
     lvmCall: Summary;
     counts: CallCounts;
+    /** Where the freeze went, command by command (absent in results saved before it was measured). */
+    freezeParts?: {
+      driver: FreezeParts & { between: Summary; gc: Summary };
+      raw: FreezeParts;
+    };
   };
   nodeStage: { driver: Summary; byHand: Summary; counts: CallCounts };
   restore: { driver: Summary; byHand: Summary };

@@ -14,7 +14,7 @@ import { ThinPoolEngine } from "../src/thinpool/engine.js";
 import { parsePoolStatus } from "../src/thinpool/status.js";
 import { removeAllDmDevices, zeroHead } from "../test/e2e/support/vm-env.js";
 import { BenchDriver, type DriverSetup } from "./driver-control.js";
-import type { DriverStats } from "./driver-protocol.js";
+import type { CommandTiming, DriverStats } from "./driver-protocol.js";
 import type { BenchResults, BenchSizes, CallCounts } from "./results.js";
 import { run, timedShellLoop, type Argv, type Iteration } from "./shell-loop.js";
 import { summarize, timed, type Summary } from "./stats.js";
@@ -208,17 +208,50 @@ async function syscallCounts(pid: number, calls: number, work: () => Promise<voi
   };
 }
 
-/** Freeze windows (suspend start to resume end) in the driver's command log, one per snapshot. */
-function freezeWindows(stats: DriverStats): number[] {
-  const windows: number[] = [];
-  let suspendedAt: number | undefined;
+/** One freeze in the driver's command log: the window (suspend start to resume end) and what filled it. */
+interface FreezeWindow {
+  windowMs: number;
+  suspendMs: number;
+  createSnapMs: number;
+  resumeMs: number;
+  /** Time in the window outside the three commands: the driver's own work between them. */
+  betweenMs: number;
+  /** Garbage-collection pauses that fell inside the window. */
+  gcMs: number;
+}
+
+/** The freezes in the driver's command log, one per snapshot taken of an active origin. */
+function freezeWindows(stats: DriverStats): FreezeWindow[] {
+  const windows: FreezeWindow[] = [];
+  let open: CommandTiming[] = [];
   for (const c of stats.commands) {
     if (c.file !== "dmsetup") continue;
-    if (c.args[0] === "suspend") suspendedAt = c.startMs;
-    if (c.args[0] === "resume" && suspendedAt !== undefined) {
-      windows.push(c.endMs - suspendedAt);
-      suspendedAt = undefined;
-    }
+    if (c.args[0] === "suspend") open = [c];
+    else if (open.length > 0) open.push(c);
+    if (c.args[0] !== "resume" || open.length === 0) continue;
+    const start = (open[0] as CommandTiming).startMs;
+    const durationOf = (verb: string): number =>
+      sum(open.filter((o) => o.args[0] === verb).map((o) => o.endMs - o.startMs));
+    const windowMs = c.endMs - start;
+    const [suspendMs, createSnapMs, resumeMs] = [
+      durationOf("suspend"),
+      durationOf("message"),
+      durationOf("resume"),
+    ];
+    const gcMs = sum(
+      stats.gcPauses
+        .filter((gc) => gc.startMs >= start && gc.startMs < c.endMs)
+        .map((gc) => Math.min(gc.durationMs, c.endMs - gc.startMs)),
+    );
+    windows.push({
+      windowMs,
+      suspendMs,
+      createSnapMs,
+      resumeMs,
+      betweenMs: windowMs - suspendMs - createSnapMs - resumeMs,
+      gcMs,
+    });
+    open = [];
   }
   return windows;
 }
@@ -250,6 +283,8 @@ interface ByHand {
   deleteFloor: number[];
   stageByHand: number[];
   snapshotFreeze: number[];
+  /** Per snapshot: suspend, create_snap, resume, set_transaction_id. */
+  snapshotSteps: number[][];
   snapshotCall: number[];
   restoreByHand: number[];
 }
@@ -351,6 +386,7 @@ async function byHand(): Promise<ByHand> {
     deleteFloor,
     stageByHand,
     snapshotFreeze: snapSteps.map((s) => sum(s.slice(0, 3))),
+    snapshotSteps: snapSteps,
     snapshotCall: snapSteps.map(sum),
     restoreByHand,
   };
@@ -660,12 +696,26 @@ async function main(): Promise<void> {
     },
     syscallsPerCreate,
     createSnapshot: {
-      driverFreeze: summarize(driverFreeze),
+      driverFreeze: summarize(driverFreeze.map((w) => w.windowMs)),
       driverCall: summarize(snapTimes),
       floorFreeze: summarize(hand.snapshotFreeze),
       floorCall: summarize(hand.snapshotCall),
       lvmCall: summarize(lvmResults.snapshot),
       counts: counts(snapBefore, snapStats, sizes.snapshots),
+      freezeParts: {
+        driver: {
+          suspend: summarize(driverFreeze.map((w) => w.suspendMs)),
+          createSnap: summarize(driverFreeze.map((w) => w.createSnapMs)),
+          resume: summarize(driverFreeze.map((w) => w.resumeMs)),
+          between: summarize(driverFreeze.map((w) => w.betweenMs)),
+          gc: summarize(driverFreeze.map((w) => w.gcMs)),
+        },
+        raw: {
+          suspend: summarize(hand.snapshotSteps.map((s) => s[0] ?? 0)),
+          createSnap: summarize(hand.snapshotSteps.map((s) => s[1] ?? 0)),
+          resume: summarize(hand.snapshotSteps.map((s) => s[2] ?? 0)),
+        },
+      },
     },
     nodeStage: { driver: summarize(stageTimes), byHand: summarize(hand.stageByHand), counts: stageCounts },
     restore: { driver: summarize(restoreTimes), byHand: summarize(hand.restoreByHand) },
