@@ -42,22 +42,28 @@ export class Dmsetup {
     this.onWarning = options.onWarning ?? (() => undefined);
   }
 
+  /** A query: its output is the answer. */
   private async dm(args: string[]): Promise<string> {
     const { stdout } = await this.runner.run(this.binary, args, { timeoutMs: this.timeoutMs });
     return stdout;
   }
 
+  /** A change: only its exit status and stderr matter, so its stdout is not piped. */
+  private async act(args: string[]): Promise<void> {
+    await this.runner.run(this.binary, args, { timeoutMs: this.timeoutMs, discardStdout: true });
+  }
+
   async create(name: string, table: string, uuid?: string): Promise<void> {
-    await this.dm(["create", name, ...(uuid ? ["--uuid", uuid] : []), "--table", table]);
+    await this.act(["create", name, ...(uuid ? ["--uuid", uuid] : []), "--table", table]);
   }
 
   async reload(name: string, table: string): Promise<void> {
-    await this.dm(["reload", name, "--table", table]);
+    await this.act(["reload", name, "--table", table]);
   }
 
   /** Sends a target message, e.g. `create_thin 7` to a pool. */
   async message(name: string, message: string): Promise<void> {
-    await this.dm(["message", name, "0", message]);
+    await this.act(["message", name, "0", message]);
   }
 
   /**
@@ -66,7 +72,7 @@ export class Dmsetup {
    * filesystem so a snapshot taken while suspended is filesystem-consistent.
    */
   async suspend(name: string): Promise<void> {
-    await retry(() => this.dm(["suspend", name]), {
+    await retry(() => this.act(["suspend", name]), {
       deadlineMs: this.suspendDeadlineMs,
       initialDelayMs: 20,
       maxDelayMs: 1000,
@@ -80,7 +86,7 @@ export class Dmsetup {
    * suspended freezes every write of the workload on it, so giving up early is never the safe choice.
    */
   async resume(name: string): Promise<void> {
-    await retry(() => this.dm(["resume", name]), {
+    await retry(() => this.act(["resume", name]), {
       deadlineMs: this.resumeDeadlineMs,
       initialDelayMs: 20,
       maxDelayMs: 2000,
@@ -100,7 +106,7 @@ export class Dmsetup {
    */
   async remove(name: string, options: { deferredIfBusy: boolean }): Promise<"removed" | "deferred"> {
     try {
-      await retry(() => this.dm(["remove", name]), {
+      await retry(() => this.act(["remove", name]), {
         deadlineMs: this.removeDeadlineMs,
         initialDelayMs: 20,
         maxDelayMs: 500,
@@ -110,7 +116,7 @@ export class Dmsetup {
     } catch (err) {
       if (isErrno(err, "ENXIO")) return "removed";
       if (options.deferredIfBusy && isErrno(err, "EBUSY")) {
-        await this.dm(["remove", "--deferred", name]);
+        await this.act(["remove", "--deferred", name]);
         return "deferred";
       }
       throw err;
@@ -187,7 +193,7 @@ export class Dmsetup {
 
   /** Creates missing /dev/mapper nodes (needed when udev is bypassed and a node went missing). */
   async mknodes(name?: string): Promise<void> {
-    await this.dm(["mknodes", ...(name ? [name] : [])]);
+    await this.act(["mknodes", ...(name ? [name] : [])]);
   }
 }
 

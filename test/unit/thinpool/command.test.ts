@@ -16,6 +16,21 @@ describe("ExecaRunner (real processes on the host)", () => {
     assert.equal(runner.spawned, before + 1);
   });
 
+  it("does not pipe stdout the caller discards, and still reports stderr", async () => {
+    assert.equal((await runner.run("echo", ["unread"], { discardStdout: true })).stdout, "");
+    await assert.rejects(
+      runner.run("sh", ["-c", "echo out; echo 'resume ioctl failed: Invalid argument' >&2; exit 1"], {
+        discardStdout: true,
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof CommandError);
+        assert.equal(err.errno, "EINVAL");
+        assert.match(err.message, /resume ioctl failed/);
+        return true;
+      },
+    );
+  });
+
   it("gives the command an immediate end of input", async () => {
     assert.equal((await runner.run("cat", [])).stdout, "");
   });
@@ -43,12 +58,15 @@ describe("ExecaRunner (real processes on the host)", () => {
       assert.equal(err.exitCode, null);
       return true;
     });
+    const started = Date.now();
     await assert.rejects(runner.run("sleep", ["5"], { timeoutMs: 100 }), (err: unknown) => {
       assert.ok(err instanceof CommandError);
       assert.equal(err.timedOut, true);
       assert.equal(err.errno, "ETIMEDOUT");
+      assert.match(err.message, /^sleep 5 failed \(timed out\) \[ETIMEDOUT\]: killed after 100 ms$/);
       return true;
     });
+    assert.ok(Date.now() - started < 4000, "the hung command was killed, not waited for");
   });
 
   it("lets a command finish when the driver process exits while it runs", async () => {
