@@ -45,6 +45,16 @@ function freezePartsTable(parts: BenchResults["createSnapshot"]["freezeParts"]):
   ];
 }
 
+function spawnCostLine(cost: BenchResults["spawnCost"]): string[] {
+  if (!cost) return [];
+  return [
+    `One \`dmsetup version\` under the same load (median of ${cost.bash.n}): ${ms(cost.change.median)} ms from ` +
+      `the driver's runner as a change (stdout not piped), ${ms(cost.query.median)} ms as a query, ` +
+      `${ms(cost.bash.median)} ms from bash.`,
+    "",
+  ];
+}
+
 export function renderReport(r: BenchResults): string {
   const cv = r.createVolume;
   const snap = r.createSnapshot;
@@ -136,6 +146,7 @@ export function renderReport(r: BenchResults): string {
       `${snap.counts.statementsPerCall.toFixed(1)} SQLite statements.`,
     "",
     ...freezePartsTable(snap.freezeParts),
+    ...spawnCostLine(r.spawnCost),
     "### Node side and delete",
     "",
     table(

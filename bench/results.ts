@@ -53,6 +53,8 @@ export interface BenchResults {
       raw: FreezeParts;
     };
   };
+  /** One `dmsetup version` under the snapshot write load (absent in results saved before it was measured). */
+  spawnCost?: { change: Summary; query: Summary; bash: Summary };
   nodeStage: { driver: Summary; byHand: Summary; counts: CallCounts };
   restore: { driver: Summary; byHand: Summary };
   deleteVolume: {

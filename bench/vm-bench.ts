@@ -10,6 +10,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { StateStore } from "../src/state/store.js";
 import { DeviceState } from "../src/state/types.js";
+import { ExecaRunner } from "../src/thinpool/command.js";
 import { ThinPoolEngine } from "../src/thinpool/engine.js";
 import { parsePoolStatus } from "../src/thinpool/status.js";
 import { removeAllDmDevices, zeroHead } from "../test/e2e/support/vm-env.js";
@@ -254,6 +255,24 @@ function freezeWindows(stats: DriverStats): FreezeWindow[] {
     open = [];
   }
   return windows;
+}
+
+/**
+ * What one dmsetup process costs, spawned by the driver's runner (as a change, stdout not piped, and as a
+ * query, stdout piped) and by bash, interleaved, while the write load runs: the cost a freeze pays three
+ * times. `dmsetup version` does one ioctl and no kernel work, so the figures are process costs.
+ */
+async function spawnCost(samples: number): Promise<NonNullable<BenchResults["spawnCost"]>> {
+  const runner = new ExecaRunner();
+  const change: number[] = [];
+  const query: number[] = [];
+  const bash: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    change.push((await timed(() => runner.run("dmsetup", ["version"], { discardStdout: true })))[0]);
+    query.push((await timed(() => runner.run("dmsetup", ["version"])))[0]);
+    bash.push(sum((await timedShellLoop([[[dm("version")]]]))[0] ?? []));
+  }
+  return { change: summarize(change), query: summarize(query), bash: summarize(bash) };
 }
 
 async function openEngine(): Promise<ThinPoolEngine> {
@@ -541,6 +560,8 @@ async function main(): Promise<void> {
     createSnapshot(driver, `snap-load-${i}`, origin),
   );
   const snapStats = await driver.stats("reset");
+  log("spawn cost under the same load: driver's runner against bash (dmsetup version)");
+  const spawnCosts = await spawnCost(sizes.snapshots * 2);
   await stopWriteLoad(load);
   const driverFreeze = freezeWindows(snapStats);
 
@@ -717,6 +738,7 @@ async function main(): Promise<void> {
         },
       },
     },
+    spawnCost: spawnCosts,
     nodeStage: { driver: summarize(stageTimes), byHand: summarize(hand.stageByHand), counts: stageCounts },
     restore: { driver: summarize(restoreTimes), byHand: summarize(hand.restoreByHand) },
     deleteVolume: {
