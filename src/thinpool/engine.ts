@@ -41,11 +41,20 @@ import {
   type ThinStatus,
 } from "./status.js";
 
-/** A pool status read (or one in flight): when it started, and the metadata generation it started in. */
+/**
+ * A pool status read (or one in flight): when it started, and how many of the engine's metadata changes
+ * had finished by then (the read shows all of those; any other change it may have missed).
+ */
 interface StatusRead<T> {
   at: number;
-  generation: number;
+  finishedBefore: number;
   status: T;
+}
+
+/** Per pool, the engine's metadata changes started and finished so far. */
+interface ChangeCounts {
+  started: number;
+  finished: number;
 }
 
 /** How a condition check reads live dm state: one call per device, or one listing for a whole page. */
@@ -132,7 +141,7 @@ export class ThinPoolEngine {
    * Per pool, bumped before and after every metadata change the engine makes (create, snapshot, delete),
    * so a status read that overlapped one is never taken for the state after it.
    */
-  private readonly metadataGeneration = new Map<string, number>();
+  private readonly metadataChanges = new Map<string, ChangeCounts>();
   private readyState: { ready: boolean; reason?: string } = {
     ready: false,
     reason: "start-up reconciliation has not finished",
@@ -146,8 +155,8 @@ export class ThinPoolEngine {
     this.observer = options.observer ?? {};
     this.statusTtlMs = options.statusTtlMs ?? 1000;
     this.spares = new SpareThinIds(ctx, options.spareThinIds ?? 0, {
-      runPoolChange: (pool, change) =>
-        this.locks.runExclusive(poolKey(pool), () => this.changeMetadata(pool, change)),
+      runPoolChange: (pool, changes, change) =>
+        this.locks.runExclusive(poolKey(pool), () => this.changeMetadata(pool, change, changes)),
       capacityStatus: (pool) => this.capacityStatus(pool),
       hasRoomForSpare: (pool, status) => this.hasRoomForSpare(pool, status),
     });
@@ -254,7 +263,7 @@ export class ThinPoolEngine {
   }
 
   private readStatus(pool: string): Promise<PoolStatus> {
-    const started = { at: Date.now(), generation: this.generationOf(pool) };
+    const started = { at: Date.now(), finishedBefore: this.changeCounts(pool).finished };
     const status = this.ctx.dm.status(this.pool(pool).dmName).then((line) => {
       const parsed = parsePoolStatus(line);
       this.statusCache.set(pool, { ...started, status: parsed });
@@ -269,35 +278,43 @@ export class ThinPoolEngine {
     return status;
   }
 
-  private generationOf(pool: string): number {
-    return this.metadataGeneration.get(pool) ?? 0;
+  private changeCounts(pool: string): ChangeCounts {
+    let counts = this.metadataChanges.get(pool);
+    if (!counts) this.metadataChanges.set(pool, (counts = { started: 0, finished: 0 }));
+    return counts;
+  }
+
+  /** How many of the engine's metadata changes `read` may not show: any not finished when it started. */
+  private changesMissedBy(pool: string, read: StatusRead<unknown>): number {
+    return this.changeCounts(pool).started - read.finishedBefore;
   }
 
   /**
-   * Runs a change to the pool's metadata. Afterwards the pool status is read again in the background
+   * Runs a change to the pool's metadata, counted as `changes` changes (a spare top-up sends several
+   * create_thins at once). Afterwards the pool status is read again in the background
    * (unless the newest read, landed or in flight, is recent), so the next capacity checks find a status they may
    * trust and need not spawn their own. The read starts on the next turn of the event loop: spawning forks
    * this process, which blocks it, and the caller's answer should go out first.
    */
-  private async changeMetadata<T>(pool: string, change: () => Promise<T>): Promise<T> {
-    this.metadataGeneration.set(pool, this.generationOf(pool) + 1);
+  private async changeMetadata<T>(pool: string, change: () => Promise<T>, changes = 1): Promise<T> {
+    const counts = this.changeCounts(pool);
+    counts.started += changes;
     try {
       return await change();
     } finally {
-      this.metadataGeneration.set(pool, this.generationOf(pool) + 1);
+      counts.finished += changes;
       // With no cache (tests use a TTL of 0) nobody could use the read.
       if (this.statusTtlMs > 0) setImmediate(() => this.refreshStatus(pool));
     }
   }
 
   private refreshStatus(pool: string): void {
-    const generation = this.generationOf(pool);
     // The newest read, landed or still in flight: a read under way counts (reads used to take longer
     // than a create, and each change started another).
     const newest = this.statusReads.get(pool) ?? this.statusCache.get(pool);
     if (
       newest &&
-      changesBetween(newest.generation, generation) < REFRESH_AFTER_CHANGES &&
+      this.changesMissedBy(pool, newest) < REFRESH_AFTER_CHANGES &&
       Date.now() - newest.at < this.statusTtlMs / 2
     )
       return;
@@ -316,11 +333,10 @@ export class ThinPoolEngine {
    * reserve every check reads the kernel.
    */
   private async capacityStatus(pool: string): Promise<PoolStatus> {
-    const generation = this.generationOf(pool);
     const blockBytes = this.blockBytes(pool);
     const cached = this.statusCache.get(pool);
     if (cached && Date.now() - cached.at < this.statusTtlMs) {
-      const changesSince = changesBetween(cached.generation, generation);
+      const changesSince = this.changesMissedBy(pool, cached);
       if (
         changesSince <= MAX_CHANGES_SINCE_STATUS &&
         wellAboveReserves(cached.status, blockBytes, this.policy, changesSince)
@@ -328,7 +344,7 @@ export class ThinPoolEngine {
         return cached.status;
     }
     const inFlight = this.statusReads.get(pool);
-    if (inFlight && inFlight.generation === generation) {
+    if (inFlight && this.changesMissedBy(pool, inFlight) === 0) {
       const status = await inFlight.status.catch(() => undefined);
       if (status && wellAboveReserves(status, blockBytes, this.policy)) return status;
     }
@@ -1040,14 +1056,6 @@ type NewDeviceFields = Pick<
 
 const devKey = (name: string): string => `dev:${name}`;
 const poolKey = (name: string): string => `pool:${name}`;
-
-/**
- * How many metadata changes a status read started at generation `readAt` may have missed by `now`: one
- * per two bumps, and a change in flight when the read started counts as missed.
- */
-function changesBetween(readAt: number, now: number): number {
-  return Math.ceil((now - readAt) / 2);
-}
 
 function validateName(name: string): void {
   if (!NAME_PATTERN.test(name)) {
