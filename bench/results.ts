@@ -47,10 +47,16 @@ export interface BenchResults {
     floorCall: Summary;
     lvmCall: Summary;
     counts: CallCounts;
+    /**
+     * The raw sequence on the driver's own origin, each right after one of its snapshots: same volume,
+     * same load, same minutes (absent in results saved before it was measured).
+     */
+    floorFreezeInterleaved?: Summary;
     /** Where the freeze went, command by command (absent in results saved before it was measured). */
     freezeParts?: {
       driver: FreezeParts & { between: Summary; gc: Summary };
       raw: FreezeParts;
+      rawInterleaved?: FreezeParts;
     };
   };
   /** One `dmsetup version` under the snapshot write load (absent in results saved before it was measured). */

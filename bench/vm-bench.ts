@@ -16,7 +16,7 @@ import { parsePoolStatus } from "../src/thinpool/status.js";
 import { removeAllDmDevices, zeroHead } from "../test/e2e/support/vm-env.js";
 import { BenchDriver, type DriverSetup } from "./driver-control.js";
 import type { CommandTiming, DriverStats } from "./driver-protocol.js";
-import type { BenchResults, BenchSizes, CallCounts } from "./results.js";
+import type { BenchResults, BenchSizes, CallCounts, FreezeParts } from "./results.js";
 import { run, timedShellLoop, type Argv, type Iteration } from "./shell-loop.js";
 import { summarize, timed, type Summary } from "./stats.js";
 
@@ -24,6 +24,8 @@ const MiB = 1024 * 1024;
 const POOL_DM = "thinpool-csi-default";
 /** Thin ids of the by-hand runs: far above anything the driver allocates. */
 const RAW_ID_BASE = 1_000_000;
+/** Thin ids of the raw snapshots taken between the driver's: above the other by-hand ones. */
+const RAW_INTERLEAVED_ID_BASE = 2_000_000;
 const PAGE_SIZE = 100;
 const mountCap = {
   access_mode: { mode: "SINGLE_NODE_WRITER" as const },
@@ -46,7 +48,7 @@ export function sizesFromEnv(): BenchSizes {
     scaleVolumes: envInt("BENCH_SCALE_VOLUMES", 1000),
     scaleSnapshots: envInt("BENCH_SCALE_SNAPSHOTS", 1000),
     throughputCalls: envInt("BENCH_THROUGHPUT_CALLS", 64),
-    scaleProbe: envInt("BENCH_SCALE_PROBE", 20),
+    scaleProbe: envInt("BENCH_SCALE_PROBE", 50),
     restarts: envInt("BENCH_RESTARTS", 3),
     volumeBytes: 64 * MiB,
   };
@@ -77,6 +79,12 @@ const stagePath = (volumeId: string): string =>
 const deviceOf = (csiId: string): string => csiId.split("@")[0] as string;
 const dmOf = (csiId: string): string => `tpcsi-${deviceOf(csiId)}`;
 const dm = (...args: string[]): Argv => ["dmsetup", ...args];
+/** A snapshot's freeze by hand: suspend the origin, create_snap, resume. */
+const rawFreeze = (originDm: string, originThinId: number, snapId: number): Iteration => [
+  [dm("suspend", originDm)],
+  [dm("message", POOL_DM, "0", `create_snap ${snapId} ${originThinId}`)],
+  [dm("resume", originDm)],
+];
 
 // ------------------------------------------------------------------ helpers
 
@@ -87,6 +95,22 @@ async function poolTxid(pool = POOL_DM): Promise<bigint> {
 async function poolDevno(pool = POOL_DM): Promise<string> {
   const info = await run("dmsetup", ["info", "-c", "--noheadings", "-o", "major,minor", pool]);
   return info.trim();
+}
+
+/** The thin id an active thin device maps (the last field of its table). */
+async function thinIdOf(dmName: string): Promise<number> {
+  const id = Number((await run("dmsetup", ["table", dmName])).trim().split(/\s+/)[4]);
+  if (!Number.isInteger(id)) throw new Error(`${dmName} is not a thin device`);
+  return id;
+}
+
+/** Per-step medians of freezes timed by hand (suspend, create_snap, resume). */
+function freezeParts(steps: number[][]): FreezeParts {
+  return {
+    suspend: summarize(steps.map((s) => s[0] ?? 0)),
+    createSnap: summarize(steps.map((s) => s[1] ?? 0)),
+    resume: summarize(steps.map((s) => s[2] ?? 0)),
+  };
 }
 
 /**
@@ -363,12 +387,7 @@ async function byHand(): Promise<ByHand> {
   const snaps: Iteration[] = [];
   for (let i = 0; i < sizes.snapshots; i++) {
     snapIds.push(id);
-    snaps.push([
-      [dm("suspend", origin.name)],
-      [dm("message", POOL_DM, "0", `create_snap ${id++} ${origin.thinId}`)],
-      [dm("resume", origin.name)],
-      [advance()],
-    ]);
+    snaps.push([...rawFreeze(origin.name, origin.thinId, id++), [advance()]]);
   }
   const snapSteps = await timedShellLoop(snaps);
   await stopWriteLoad(load);
@@ -551,18 +570,34 @@ async function main(): Promise<void> {
   const [stageTimes] = await timeEach(sizes.stages, (i) => stage(driver, toStage[i] as string));
   const stageCounts = counts(before, await driver.stats("reset"), sizes.stages);
 
-  log(`driver: ${sizes.snapshots} CreateSnapshot of a mounted volume under write load`);
+  log(
+    `driver: ${sizes.snapshots} CreateSnapshot of a mounted volume under write load, each followed by ` +
+      "the raw suspend, create_snap, resume of the same origin",
+  );
   const origin = toStage[0] as string;
+  const originThinId = await thinIdOf(dmOf(origin));
   const load = startWriteLoad(stagePath(origin));
   await new Promise((r) => setTimeout(r, 2000));
   const snapBefore = await driver.stats("reset");
-  const [snapTimes, snapshotIds] = await timeEach(sizes.snapshots, (i) =>
-    createSnapshot(driver, `snap-load-${i}`, origin),
-  );
+  const snapTimes: number[] = [];
+  const snapshotIds: string[] = [];
+  const rawInterleaved: number[][] = [];
+  for (let i = 0; i < sizes.snapshots; i++) {
+    const [ms, id] = await timed(() => createSnapshot(driver, `snap-load-${i}`, origin));
+    snapTimes.push(ms);
+    snapshotIds.push(id);
+    // The driver does not know these ids; its origin is resumed as it was, and they are deleted below.
+    rawInterleaved.push(
+      ...(await timedShellLoop([rawFreeze(dmOf(origin), originThinId, RAW_INTERLEAVED_ID_BASE + i)])),
+    );
+  }
   const snapStats = await driver.stats("reset");
   log("spawn cost under the same load: driver's runner against bash (dmsetup version)");
   const spawnCosts = await spawnCost(sizes.snapshots * 2);
   await stopWriteLoad(load);
+  await timedShellLoop(
+    rawInterleaved.map((_, i) => [[dm("message", POOL_DM, "0", `delete ${RAW_INTERLEAVED_ID_BASE + i}`)]]),
+  );
   const driverFreeze = freezeWindows(snapStats);
 
   log(`driver: ${sizes.stages} restores (CreateVolume from a snapshot + NodeStage)`);
@@ -720,6 +755,7 @@ async function main(): Promise<void> {
       driverFreeze: summarize(driverFreeze.map((w) => w.windowMs)),
       driverCall: summarize(snapTimes),
       floorFreeze: summarize(hand.snapshotFreeze),
+      floorFreezeInterleaved: summarize(rawInterleaved.map(sum)),
       floorCall: summarize(hand.snapshotCall),
       lvmCall: summarize(lvmResults.snapshot),
       counts: counts(snapBefore, snapStats, sizes.snapshots),
@@ -731,11 +767,8 @@ async function main(): Promise<void> {
           between: summarize(driverFreeze.map((w) => w.betweenMs)),
           gc: summarize(driverFreeze.map((w) => w.gcMs)),
         },
-        raw: {
-          suspend: summarize(hand.snapshotSteps.map((s) => s[0] ?? 0)),
-          createSnap: summarize(hand.snapshotSteps.map((s) => s[1] ?? 0)),
-          resume: summarize(hand.snapshotSteps.map((s) => s[2] ?? 0)),
-        },
+        raw: freezeParts(hand.snapshotSteps),
+        rawInterleaved: freezeParts(rawInterleaved),
       },
     },
     spawnCost: spawnCosts,
