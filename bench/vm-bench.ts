@@ -582,8 +582,13 @@ async function main(): Promise<void> {
   const snapTimes: number[] = [];
   const snapshotIds: string[] = [];
   const rawInterleaved: number[][] = [];
+  // Each side starts after the same pause: the driver's background status read after a change, or the
+  // bash process just spawned, must not run into the other side's freeze.
+  const pause = (): Promise<unknown> => new Promise((r) => setTimeout(r, 500));
   for (let i = 0; i < sizes.snapshots; i++) {
+    await pause();
     const [ms, id] = await timed(() => createSnapshot(driver, `snap-load-${i}`, origin));
+    await pause();
     snapTimes.push(ms);
     snapshotIds.push(id);
     // The driver does not know these ids; its origin is resumed as it was, and they are deleted below.
