@@ -41,20 +41,11 @@ import {
   type ThinStatus,
 } from "./status.js";
 
-/**
- * A pool status read (or one in flight): when it started, and how many of the engine's metadata changes
- * had finished by then (the read shows all of those; any other change it may have missed).
- */
+/** A pool status read (or one in flight): when it started, and the metadata generation it started in. */
 interface StatusRead<T> {
   at: number;
-  finishedBefore: number;
+  generation: number;
   status: T;
-}
-
-/** Per pool, the engine's metadata changes started and finished so far. */
-interface ChangeCounts {
-  started: number;
-  finished: number;
 }
 
 /** How a condition check reads live dm state: one call per device, or one listing for a whole page. */
@@ -141,7 +132,7 @@ export class ThinPoolEngine {
    * Per pool, bumped before and after every metadata change the engine makes (create, snapshot, delete),
    * so a status read that overlapped one is never taken for the state after it.
    */
-  private readonly metadataChanges = new Map<string, ChangeCounts>();
+  private readonly metadataGeneration = new Map<string, number>();
   private readyState: { ready: boolean; reason?: string } = {
     ready: false,
     reason: "start-up reconciliation has not finished",
@@ -155,8 +146,8 @@ export class ThinPoolEngine {
     this.observer = options.observer ?? {};
     this.statusTtlMs = options.statusTtlMs ?? 1000;
     this.spares = new SpareThinIds(ctx, options.spareThinIds ?? 0, {
-      runPoolChange: (pool, changes, change) =>
-        this.locks.runExclusive(poolKey(pool), () => this.changeMetadata(pool, change, changes)),
+      runPoolChange: (pool, change) =>
+        this.locks.runExclusive(poolKey(pool), () => this.changeMetadata(pool, change)),
       capacityStatus: (pool) => this.capacityStatus(pool),
       hasRoomForSpare: (pool, status) => this.hasRoomForSpare(pool, status),
     });
@@ -263,7 +254,7 @@ export class ThinPoolEngine {
   }
 
   private readStatus(pool: string): Promise<PoolStatus> {
-    const started = { at: Date.now(), finishedBefore: this.changeCounts(pool).finished };
+    const started = { at: Date.now(), generation: this.generationOf(pool) };
     const status = this.ctx.dm.status(this.pool(pool).dmName).then((line) => {
       const parsed = parsePoolStatus(line);
       this.statusCache.set(pool, { ...started, status: parsed });
@@ -278,43 +269,35 @@ export class ThinPoolEngine {
     return status;
   }
 
-  private changeCounts(pool: string): ChangeCounts {
-    let counts = this.metadataChanges.get(pool);
-    if (!counts) this.metadataChanges.set(pool, (counts = { started: 0, finished: 0 }));
-    return counts;
-  }
-
-  /** How many of the engine's metadata changes `read` may not show: any not finished when it started. */
-  private changesMissedBy(pool: string, read: StatusRead<unknown>): number {
-    return this.changeCounts(pool).started - read.finishedBefore;
+  private generationOf(pool: string): number {
+    return this.metadataGeneration.get(pool) ?? 0;
   }
 
   /**
-   * Runs a change to the pool's metadata, counted as `changes` changes (a spare top-up sends several
-   * create_thins at once). Afterwards the pool status is read again in the background
+   * Runs a change to the pool's metadata. Afterwards the pool status is read again in the background
    * (unless the newest read, landed or in flight, is recent), so the next capacity checks find a status they may
    * trust and need not spawn their own. The read starts on the next turn of the event loop: spawning forks
    * this process, which blocks it, and the caller's answer should go out first.
    */
-  private async changeMetadata<T>(pool: string, change: () => Promise<T>, changes = 1): Promise<T> {
-    const counts = this.changeCounts(pool);
-    counts.started += changes;
+  private async changeMetadata<T>(pool: string, change: () => Promise<T>): Promise<T> {
+    this.metadataGeneration.set(pool, this.generationOf(pool) + 1);
     try {
       return await change();
     } finally {
-      counts.finished += changes;
+      this.metadataGeneration.set(pool, this.generationOf(pool) + 1);
       // With no cache (tests use a TTL of 0) nobody could use the read.
       if (this.statusTtlMs > 0) setImmediate(() => this.refreshStatus(pool));
     }
   }
 
   private refreshStatus(pool: string): void {
+    const generation = this.generationOf(pool);
     // The newest read, landed or still in flight: a read under way counts (reads used to take longer
     // than a create, and each change started another).
     const newest = this.statusReads.get(pool) ?? this.statusCache.get(pool);
     if (
       newest &&
-      this.changesMissedBy(pool, newest) < REFRESH_AFTER_CHANGES &&
+      changesBetween(newest.generation, generation) < REFRESH_AFTER_CHANGES &&
       Date.now() - newest.at < this.statusTtlMs / 2
     )
       return;
@@ -333,10 +316,11 @@ export class ThinPoolEngine {
    * reserve every check reads the kernel.
    */
   private async capacityStatus(pool: string): Promise<PoolStatus> {
+    const generation = this.generationOf(pool);
     const blockBytes = this.blockBytes(pool);
     const cached = this.statusCache.get(pool);
     if (cached && Date.now() - cached.at < this.statusTtlMs) {
-      const changesSince = this.changesMissedBy(pool, cached);
+      const changesSince = changesBetween(cached.generation, generation);
       if (
         changesSince <= MAX_CHANGES_SINCE_STATUS &&
         wellAboveReserves(cached.status, blockBytes, this.policy, changesSince)
@@ -344,7 +328,7 @@ export class ThinPoolEngine {
         return cached.status;
     }
     const inFlight = this.statusReads.get(pool);
-    if (inFlight && this.changesMissedBy(pool, inFlight) === 0) {
+    if (inFlight && inFlight.generation === generation) {
       const status = await inFlight.status.catch(() => undefined);
       if (status && wellAboveReserves(status, blockBytes, this.policy)) return status;
     }
@@ -1056,6 +1040,14 @@ type NewDeviceFields = Pick<
 
 const devKey = (name: string): string => `dev:${name}`;
 const poolKey = (name: string): string => `pool:${name}`;
+
+/**
+ * How many metadata changes a status read started at generation `readAt` may have missed by `now`: one
+ * per two bumps, and a change in flight when the read started counts as missed.
+ */
+function changesBetween(readAt: number, now: number): number {
+  return Math.ceil((now - readAt) / 2);
+}
 
 function validateName(name: string): void {
   if (!NAME_PATTERN.test(name)) {

@@ -21,8 +21,8 @@ import type { PoolStatus } from "./status.js";
  * so start-up deletes its id.
  */
 export interface SpareHooks {
-  /** Runs `change` holding the pool's lock, counted as `changes` changes to the pool's metadata. */
-  runPoolChange(pool: string, changes: number, change: () => Promise<void>): Promise<void>;
+  /** Runs `change` holding the pool's lock, counted as a change to the pool's metadata. */
+  runPoolChange(pool: string, change: () => Promise<void>): Promise<void>;
   /** A pool status a capacity check may trust now. */
   capacityStatus(pool: string): Promise<PoolStatus>;
   /** Whether the pool has room to spare another id (well clear of its reserves). */
@@ -31,12 +31,6 @@ export interface SpareHooks {
 
 /** After a failed create_thin, no spare is made for this long (a read-only pool refuses them all). */
 const PAUSE_AFTER_FAILURE_MS = 30_000;
-/**
- * create_thins a top-up sends at once. Each is a `dmsetup` process whose start-up (exec, dynamic linking)
- * costs far more than the kernel's work, which the pool serialises anyway; two in flight overlap those
- * start-ups, so a stream of creates waits on half as many.
- */
-const CREATES_AT_ONCE = 2;
 
 export class SpareThinIds {
   private readonly filling = new Set<string>();
@@ -71,8 +65,8 @@ export class SpareThinIds {
   }
 
   /**
-   * Tops the pool's spares up to the target in the background, CREATES_AT_ONCE create_thins at a time
-   * (each group takes the pool lock on its own, so a create or delete waits for at most one group).
+   * Tops the pool's spares up to the target in the background, one create_thin at a time (each takes
+   * the pool lock on its own, so a create or delete waits for at most one of them).
    */
   topUp(pool: PoolRuntime): void {
     if (this.target <= 0 || this.closed || this.filling.has(pool.name)) return;
@@ -164,8 +158,8 @@ export class SpareThinIds {
   }
 
   /**
-   * Makes up to `count` spares, CREATES_AT_ONCE create_thins at a time, their rows written ahead in one
-   * transaction (one commit for the batch, not one per spare); false when the pool has no room for more.
+   * Makes up to `count` spares, one create_thin at a time, their rows written ahead in one transaction
+   * (one commit for the batch, not one per spare); false when the pool has no room for the next one.
    */
   private async makeBatch(pool: PoolRuntime, count: number): Promise<boolean> {
     const unsent = this.reserve(pool, count);
@@ -174,23 +168,11 @@ export class SpareThinIds {
     while (unsent.length > 0) {
       const status = await this.hooks.capacityStatus(pool.name);
       if (this.closed || !this.hooks.hasRoomForSpare(pool.name, status)) return false;
-      const group = unsent.splice(0, CREATES_AT_ONCE);
-      await this.hooks.runPoolChange(pool.name, group.length, () => this.createGroup(pool, group));
+      const deviceId = unsent.shift() as number;
+      await this.hooks.runPoolChange(pool.name, () => this.createOne(pool, deviceId));
+      this.wake(pool.name, true);
     }
     return true;
-  }
-
-  /** Sends the group's create_thins at once, waking a waiting create as each spare is made. */
-  private async createGroup(pool: PoolRuntime, deviceIds: number[]): Promise<void> {
-    const outcomes = await Promise.allSettled(
-      deviceIds.map(async (deviceId) => {
-        await this.createOne(pool, deviceId);
-        this.wake(pool.name, true);
-      }),
-    );
-    // Each outcome is already settled in the store; the first failure pauses the top-up.
-    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
-    if (failed) throw failed.reason;
   }
 
   /** Writes the rows (not ready) of `count` new spares in one transaction, with the marks of those made. */
