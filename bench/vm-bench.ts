@@ -592,9 +592,14 @@ async function main(): Promise<void> {
     snapTimes.push(ms);
     snapshotIds.push(id);
     // The driver does not know these ids; its origin is resumed as it was, and they are deleted below.
-    rawInterleaved.push(
-      ...(await timedShellLoop([rawFreeze(dmOf(origin), originThinId, RAW_INTERLEAVED_ID_BASE + i)])),
-    );
+    const raw = await timedShellLoop([
+      rawFreeze(dmOf(origin), originThinId, RAW_INTERLEAVED_ID_BASE + i),
+    ]).catch(async (err: unknown) => {
+      // set -e stops the script at the failing step: never leave the driver's origin (and the load) frozen.
+      await run("dmsetup", ["resume", dmOf(origin)]).catch(() => undefined);
+      throw err;
+    });
+    rawInterleaved.push(...raw);
   }
   const snapStats = await driver.stats("reset");
   log("spawn cost under the same load: driver's runner against bash (dmsetup version)");
