@@ -76,7 +76,10 @@ export function renderReport(r: BenchResults): string {
   // The raw sequence taken between the driver's snapshots, on the same origin under the same load, when
   // measured; otherwise the one by hand with the driver stopped (another volume, other minutes).
   const rawFreeze = snap.floorFreezeInterleaved ?? snap.floorFreeze;
-  const freeze = snap.driverFreeze.median / rawFreeze.median;
+  const processFreeze = snap.driverFreeze.median / rawFreeze.median;
+  // The target is judged on the time the origin's I/O was frozen as the kernel saw it, when traced.
+  const kernel = snap.kernelFreeze;
+  const freeze = kernel ? kernel.driver.median / kernel.rawInterleaved.median : processFreeze;
   const scale = sc.createAtVolumes.median / sc.createAtStart.median;
   const reboot = st.rebootReconcileMs / st.rebootFloorMs;
   out.push(
@@ -91,7 +94,11 @@ export function renderReport(r: BenchResults): string {
           `${ratio(cvLvm)} faster`,
           yes(cvLvm >= 5),
         ],
-        ["snapshot freeze within 1.2x of the raw sequence (median)", ratio(freeze), yes(freeze <= 1.2)],
+        [
+          `snapshot freeze within 1.2x of the raw sequence (median${kernel ? ", I/O frozen in the kernel" : ""})`,
+          kernel ? `${ratio(freeze)} (${ratio(processFreeze)} process to process)` : ratio(freeze),
+          yes(freeze <= 1.2),
+        ],
         [
           `CreateVolume at ${r.sizes.scaleVolumes} volumes within 1.2x of an empty pool (median)`,
           ratio(scale),
@@ -138,7 +145,18 @@ export function renderReport(r: BenchResults): string {
     table(
       ["", "median ms", "p99 ms", "n", "vs raw"],
       [
-        row("thinpool-csi: origin frozen (suspend to resume)", snap.driverFreeze, ratio(freeze)),
+        ...(kernel
+          ? [
+              row("thinpool-csi: I/O frozen (kernel: dm_suspend to dm_resume)", kernel.driver, ratio(freeze)),
+              row("raw, between the driver's snapshots: I/O frozen (kernel)", kernel.rawInterleaved, "1.00x"),
+              row(
+                "LVM: lvcreate -s, I/O frozen (kernel)",
+                kernel.lvm,
+                ratio(kernel.lvm.median / kernel.rawInterleaved.median),
+              ),
+            ]
+          : []),
+        row("thinpool-csi: origin frozen (suspend to resume)", snap.driverFreeze, ratio(processFreeze)),
         ...(snap.floorFreezeInterleaved
           ? [
               row("raw, between the driver's snapshots: origin frozen", snap.floorFreezeInterleaved, "1.00x"),

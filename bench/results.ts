@@ -52,6 +52,11 @@ export interface BenchResults {
      * same load, same minutes (absent in results saved before it was measured).
      */
     floorFreezeInterleaved?: Summary;
+    /**
+     * The I/O freeze as the kernel saw it (kprobes: `dm_suspend` entry to `dm_resume` return), for the
+     * driver, the raw sequence between its snapshots, and `lvcreate -s` (absent where it was not measured).
+     */
+    kernelFreeze?: { driver: Summary; rawInterleaved: Summary; lvm: Summary };
     /** Where the freeze went, command by command (absent in results saved before it was measured). */
     freezeParts?: {
       driver: FreezeParts & { between: Summary; gc: Summary };

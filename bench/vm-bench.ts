@@ -15,6 +15,7 @@ import { ThinPoolEngine } from "../src/thinpool/engine.js";
 import { parsePoolStatus } from "../src/thinpool/status.js";
 import { removeAllDmDevices, zeroHead } from "../test/e2e/support/vm-env.js";
 import { BenchDriver, type DriverSetup } from "./driver-control.js";
+import { KernelFreezeProbe } from "./kernel-freeze.js";
 import type { CommandTiming, DriverStats } from "./driver-protocol.js";
 import type { BenchResults, BenchSizes, CallCounts, FreezeParts } from "./results.js";
 import { run, timedShellLoop, type Argv, type Iteration } from "./shell-loop.js";
@@ -42,7 +43,7 @@ const envInt = (name: string, fallback: number): number => {
 export function sizesFromEnv(): BenchSizes {
   return {
     samples: envInt("BENCH_SAMPLES", 200),
-    snapshots: envInt("BENCH_SNAPSHOTS", 20),
+    snapshots: envInt("BENCH_SNAPSHOTS", 50),
     stages: envInt("BENCH_STAGES", 5),
     deletes: envInt("BENCH_DELETES", 20),
     scaleVolumes: envInt("BENCH_SCALE_VOLUMES", 1000),
@@ -111,6 +112,26 @@ function freezeParts(steps: number[][]): FreezeParts {
     createSnap: summarize(steps.map((s) => s[1] ?? 0)),
     resume: summarize(steps.map((s) => s[2] ?? 0)),
   };
+}
+
+/** Kernel-timed freezes (ms) of each side of the snapshot row, where the kernel can trace them. */
+interface KernelFreezes {
+  driver: number[];
+  rawInterleaved: number[];
+  lvm: number[];
+}
+
+/** Runs one snapshot and, where the probe runs, adds the kernel-timed freeze it caused to `into`. */
+async function withKernelFreeze<T>(
+  probe: KernelFreezeProbe | null,
+  into: number[],
+  work: () => Promise<T>,
+): Promise<T> {
+  if (!probe) return work();
+  const [value, frozen] = await probe.frozenDuring(work);
+  if (frozen === undefined) log("kernel freeze probe: no complete suspend and resume seen for one snapshot");
+  else into.push(frozen);
+  return value;
 }
 
 /**
@@ -432,7 +453,10 @@ async function byHand(): Promise<ByHand> {
 
 // ------------------------------------------------------------------ LVM
 
-async function lvm(): Promise<{ create: number[]; snapshot: number[]; remove: number[] }> {
+async function lvm(
+  probe: KernelFreezeProbe | null,
+  frozen: number[],
+): Promise<{ create: number[]; snapshot: number[]; remove: number[] }> {
   await removeAllDmDevices();
   await zeroHead(DATA);
   await zeroHead(META);
@@ -483,10 +507,13 @@ async function lvm(): Promise<{ create: number[]; snapshot: number[]; remove: nu
   await run("mount", [`/dev/${vg}/origin`, mnt]);
   const load = startWriteLoad(mnt);
   await new Promise((r) => setTimeout(r, 2000));
-  const snaps: Iteration[] = Array.from({ length: sizes.snapshots }, (_, i) => [
-    [["lvcreate", "-qq", "-s", "-n", `snap${i}`, `${vg}/origin`]],
-  ]);
-  const snapshot = (await timedShellLoop(snaps)).map(sum);
+  // One bash process per snapshot, so the kernel probe can tell the freezes apart; the timestamps are
+  // taken inside the script, so its start is not timed.
+  const snapshot: number[] = [];
+  for (let i = 0; i < sizes.snapshots; i++) {
+    const lvcreate: Iteration = [[["lvcreate", "-qq", "-s", "-n", `snap${i}`, `${vg}/origin`]]];
+    snapshot.push(sum((await withKernelFreeze(probe, frozen, () => timedShellLoop([lvcreate])))[0] ?? []));
+  }
   await stopWriteLoad(load);
   await unmount(mnt);
   await run("vgchange", ["-qan", vg]);
@@ -582,19 +609,23 @@ async function main(): Promise<void> {
   const snapTimes: number[] = [];
   const snapshotIds: string[] = [];
   const rawInterleaved: number[][] = [];
+  const kernelFreezes: KernelFreezes = { driver: [], rawInterleaved: [], lvm: [] };
+  const freezeProbe = await KernelFreezeProbe.open(log);
   // Each side starts after the same pause: the driver's background status read after a change, or the
   // bash process just spawned, must not run into the other side's freeze.
   const pause = (): Promise<unknown> => new Promise((r) => setTimeout(r, 500));
   for (let i = 0; i < sizes.snapshots; i++) {
     await pause();
-    const [ms, id] = await timed(() => createSnapshot(driver, `snap-load-${i}`, origin));
+    const [ms, id] = await withKernelFreeze(freezeProbe, kernelFreezes.driver, () =>
+      timed(() => createSnapshot(driver, `snap-load-${i}`, origin)),
+    );
     await pause();
     snapTimes.push(ms);
     snapshotIds.push(id);
     // The driver does not know these ids; its origin is resumed as it was, and they are deleted below.
-    const raw = await timedShellLoop([
-      rawFreeze(dmOf(origin), originThinId, RAW_INTERLEAVED_ID_BASE + i),
-    ]).catch(async (err: unknown) => {
+    const raw = await withKernelFreeze(freezeProbe, kernelFreezes.rawInterleaved, () =>
+      timedShellLoop([rawFreeze(dmOf(origin), originThinId, RAW_INTERLEAVED_ID_BASE + i)]),
+    ).catch(async (err: unknown) => {
       // set -e stops the script at the failing step: never leave the driver's origin (and the load) frozen.
       await run("dmsetup", ["resume", dmOf(origin)]).catch(() => undefined);
       throw err;
@@ -749,7 +780,8 @@ async function main(): Promise<void> {
 
   // 8. LVM on the same disks.
   await run("umount", [root]).catch(() => undefined);
-  const lvmResults = await lvm();
+  const lvmResults = await lvm(freezeProbe, kernelFreezes.lvm);
+  await freezeProbe?.close();
 
   const results: BenchResults = {
     sizes,
@@ -766,6 +798,15 @@ async function main(): Promise<void> {
       driverCall: summarize(snapTimes),
       floorFreeze: summarize(hand.snapshotFreeze),
       floorFreezeInterleaved: summarize(rawInterleaved.map(sum)),
+      ...(freezeProbe
+        ? {
+            kernelFreeze: {
+              driver: summarize(kernelFreezes.driver),
+              rawInterleaved: summarize(kernelFreezes.rawInterleaved),
+              lvm: summarize(kernelFreezes.lvm),
+            },
+          }
+        : {}),
       floorCall: summarize(hand.snapshotCall),
       lvmCall: summarize(lvmResults.snapshot),
       counts: counts(snapBefore, snapStats, sizes.snapshots),
