@@ -20,9 +20,9 @@ const PROBES = [
   `r:${GROUP}/resumed dm_resume ret=$retval`,
 ];
 
-/** One trace line: `<comm>-<pid> [cpu] <flags> <seconds>: <event>: (<site>) [md=0x…]`. */
+/** One trace line: `<comm>-<pid> [cpu] <flags> <seconds>: <event>: (<site>) [md=0x…|ret=0x…]`. */
 const LINE =
-  /-(\d+)\s+\[\d+\]\s+(?:\S+\s+)?(\d+)\.(\d+): (suspend|resume|resumed): .*?(?:md=(0x[0-9a-f]+))?\s*$/;
+  /-(\d+)\s+\[\d+\]\s+(?:\S+\s+)?(\d+)\.(\d+): (suspend|resume|resumed): .*?(?:(md|ret)=(0x[0-9a-f]+))?\s*$/;
 
 export interface TraceEvent {
   pid: number;
@@ -30,6 +30,8 @@ export interface TraceEvent {
   micros: number;
   event: "suspend" | "resume" | "resumed";
   md?: string;
+  /** dm_resume's return value (0 when the device resumed). */
+  ret?: number;
 }
 
 export function parseTrace(text: string): TraceEvent[] {
@@ -38,12 +40,13 @@ export function parseTrace(text: string): TraceEvent[] {
     if (line.startsWith("#")) continue;
     const m = LINE.exec(line);
     if (!m) continue;
-    const [, pid, seconds, fraction, event, md] = m;
+    const [, pid, seconds, fraction, event, field, value] = m;
     events.push({
       pid: Number(pid),
       micros: Number(seconds) * 1e6 + Number((fraction ?? "").padEnd(6, "0").slice(0, 6)),
       event: event as TraceEvent["event"],
-      ...(md ? { md } : {}),
+      ...(field === "md" ? { md: value } : {}),
+      ...(field === "ret" ? { ret: Number(BigInt.asIntN(64, BigInt(value as string))) } : {}),
     });
   }
   return events;
@@ -51,8 +54,8 @@ export function parseTrace(text: string): TraceEvent[] {
 
 /**
  * Each device's suspended intervals in the events, in microseconds: from its `dm_suspend` entry to the
- * return of the `dm_resume` call on it (paired through the resuming process). A suspend never resumed
- * yields nothing.
+ * successful return of a `dm_resume` call on it (paired through the resuming process). A suspend never
+ * resumed yields nothing; a failed resume leaves the device suspended, so its interval runs on.
  */
 export function suspendedIntervals(events: readonly TraceEvent[]): [number, number][] {
   const suspendedAt = new Map<string, number>();
@@ -65,7 +68,7 @@ export function suspendedIntervals(events: readonly TraceEvent[]): [number, numb
       const md = resuming.get(e.pid);
       resuming.delete(e.pid);
       const start = md === undefined ? undefined : suspendedAt.get(md);
-      if (md === undefined || start === undefined) continue;
+      if (md === undefined || start === undefined || (e.ret ?? 0) !== 0) continue;
       intervals.push([start, e.micros]);
       suspendedAt.delete(md);
     }
@@ -110,24 +113,14 @@ export class KernelFreezeProbe {
     }
   }
 
-  /** Empties the trace buffer: the next `freezes()` sees only what happens after this. */
-  async clear(): Promise<void> {
-    await writeFile(`${TRACEFS}/trace`, "");
-  }
-
-  /** The suspended intervals since the last `clear()`, in microseconds on the trace clock. */
-  async intervals(): Promise<[number, number][]> {
-    return suspendedIntervals(parseTrace(await readFile(`${TRACEFS}/trace`, "utf8")));
-  }
-
   /**
    * Runs `work` (one snapshot) and returns its result with the time the trace shows a device suspended
    * meanwhile, or undefined when it shows no complete suspend and resume.
    */
   async frozenDuring<T>(work: () => Promise<T>): Promise<[T, number | undefined]> {
-    await this.clear();
+    await writeFile(`${TRACEFS}/trace`, ""); // empties the buffer: only this work's events are read below
     const value = await work();
-    const intervals = await this.intervals();
+    const intervals = suspendedIntervals(parseTrace(await readFile(`${TRACEFS}/trace`, "utf8")));
     return [value, intervals.length > 0 ? frozenMs(intervals) : undefined];
   }
 

@@ -16,8 +16,8 @@ const suspend = (pid: number, at: string, md: string): string =>
   `         dmsetup-${pid}     [001] .....    ${at}: suspend: (dm_suspend+0x0/0xe0 [dm_mod]) md=${md}`;
 const resume = (pid: number, at: string, md: string): string =>
   `         dmsetup-${pid}     [000] .....    ${at}: resume: (dm_resume+0x0/0xc0 [dm_mod]) md=${md}`;
-const resumed = (pid: number, at: string): string =>
-  `         dmsetup-${pid}     [000] .N...    ${at}: resumed: (dev_suspend+0x270/0x390 [dm_mod] <- dm_resume) ret=0x0`;
+const resumed = (pid: number, at: string, ret = "0x0"): string =>
+  `         dmsetup-${pid}     [000] .N...    ${at}: resumed: (dev_suspend+0x270/0x390 [dm_mod] <- dm_resume) ret=${ret}`;
 
 describe("bench: kernel freeze probe", () => {
   it("times a freeze from the origin's dm_suspend entry to the return of its dm_resume", () => {
@@ -65,5 +65,19 @@ describe("bench: kernel freeze probe", () => {
     );
     assert.deepEqual(suspendedIntervals(events), []);
     assert.equal(frozenMs([]), 0);
+  });
+
+  it("keeps a freeze open across a failed resume, until a resume succeeds", () => {
+    const events = parseTrace(
+      [
+        suspend(30, "4.000000", ORIGIN),
+        resume(31, "4.100000", ORIGIN),
+        resumed(31, "4.101000", "0xffffffffffffffea"),
+        resume(32, "4.300000", ORIGIN),
+        resumed(32, "4.302000"),
+      ].join("\n"),
+    );
+    assert.equal(events[2]?.ret, -22);
+    assert.deepEqual(suspendedIntervals(events), [[4_000_000, 4_302_000]]);
   });
 });
