@@ -121,10 +121,15 @@ export class SpareThinIds {
     this.unsent.delete(pool);
   }
 
+  /**
+   * Answers the pool's waiters on the next turn of the event loop, not at once: by then the top-up has
+   * spawned its next create_thin (it gets there without waiting on I/O), so each waiter's commit and
+   * reply run while that process runs instead of before it starts.
+   */
   private wake(pool: string, made: boolean): void {
     const queue = this.waiters.get(pool) ?? [];
     this.waiters.delete(pool);
-    for (const resolve of queue) resolve(made);
+    if (queue.length > 0) setImmediate(() => queue.forEach((resolve) => resolve(made)));
   }
 
   private async fill(pool: PoolRuntime): Promise<void> {

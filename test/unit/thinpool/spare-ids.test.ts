@@ -129,6 +129,32 @@ describe("spare thin ids (fake kernel)", () => {
     engine.close();
   });
 
+  it("a waiting create commits after the top-up has started its next create_thin, not before", async () => {
+    const kernel = new FakeKernel();
+    const store = StateStore.open(":memory:");
+    const engine = await openEngine(kernel, store, { spareThinIds: 2 });
+    await spares(store, 2);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let waiterCommittedAtNextSpawn: boolean | undefined;
+    const run = kernel.run.bind(kernel);
+    kernel.run = async (file, args, options) => {
+      if (args.includes("create_thin 2")) await gate;
+      if (args.includes("create_thin 3")) waiterCommittedAtNextSpawn = engine.getDevice("v3") !== undefined;
+      return run(file, args, options);
+    };
+    await engine.createVolume({ name: "v1", sizeBytes: MiB });
+    await engine.createVolume({ name: "v2", sizeBytes: MiB }); // both spares taken; spare 2 is being made
+    for (let turn = 0; turn < 20; turn++) await nextTurn();
+    const third = engine.createVolume({ name: "v3", sizeBytes: MiB });
+    for (let turn = 0; turn < 20; turn++) await nextTurn();
+    release();
+    assert.equal((await third).deviceId, 2);
+    await spares(store, 2);
+    assert.equal(waiterCommittedAtNextSpawn, false, "create_thin 3 was spawned before v3's commit");
+    engine.close();
+  });
+
   it("concurrent creates queue for spares as they are made, and none messages the pool itself", async () => {
     const kernel = new FakeKernel();
     const store = StateStore.open(":memory:");
