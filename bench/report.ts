@@ -139,6 +139,16 @@ export function renderReport(r: BenchResults): string {
         ? `; strace counted ${r.syscallsPerCreate.fsyncs.toFixed(1)} fsync/fdatasync and ` +
           `${r.syscallsPerCreate.execs.toFixed(1)} execve per call.`
         : "."),
+    ...(cv.stream
+      ? [
+          "",
+          `In the stream the driver sent ${cv.stream.messagesPerCall.toFixed(2)} pool messages (spares' ` +
+            `create_thin) and read the status ${cv.stream.statusReadsPerCall.toFixed(2)} times per call; a ` +
+            `message took ${ms(cv.stream.messageMs.median)} ms from the runner's call to its result ` +
+            `(median), and ${ms(cv.stream.gapMs.median)} ms passed from one message's result to the next ` +
+            `one's call.`,
+        ]
+      : []),
     "",
     "### CreateSnapshot of a mounted volume under write load",
     "",

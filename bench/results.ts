@@ -1,6 +1,7 @@
 /** What one benchmark run measured (written by bench/vm-bench.ts in the VM, read by bench/report.ts). */
 import type { ReconcilePhases } from "../src/thinpool/context.js";
 import type { Summary } from "./stats.js";
+import type { CreateStream } from "./create-stream.js";
 
 export interface BenchSizes {
   /** CreateVolume samples (driver, floor and LVM each). */
@@ -37,7 +38,14 @@ export interface FreezeParts {
 export interface BenchResults {
   sizes: BenchSizes;
   kernel: string;
-  createVolume: { driver: Summary; floor: Summary; lvm: Summary; counts: CallCounts };
+  createVolume: {
+    driver: Summary;
+    floor: Summary;
+    lvm: Summary;
+    counts: CallCounts;
+    /** Where the stream's time went (absent in results saved before it was measured). */
+    stream?: CreateStream;
+  };
   /** strace over a few CreateVolume calls: fsync+fdatasync and execve per call. */
   syscallsPerCreate: { fsyncs: number; execs: number } | null;
   createSnapshot: {

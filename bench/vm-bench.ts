@@ -15,6 +15,7 @@ import { ThinPoolEngine } from "../src/thinpool/engine.js";
 import { parsePoolStatus } from "../src/thinpool/status.js";
 import { removeAllDmDevices, zeroHead } from "../test/e2e/support/vm-env.js";
 import { BenchDriver, type DriverSetup } from "./driver-control.js";
+import { createStream } from "./create-stream.js";
 import { KernelFreezeProbe } from "./kernel-freeze.js";
 import type { CommandTiming, DriverStats } from "./driver-protocol.js";
 import type { BenchResults, BenchSizes, CallCounts, FreezeParts } from "./results.js";
@@ -563,7 +564,9 @@ async function main(): Promise<void> {
   await quiesce();
   let before = await driver.stats("reset");
   const [createTimes, volumeIds] = await timeEach(sizes.samples, (i) => createVolume(driver, `pvc-lat-${i}`));
-  const createCounts = counts(before, await driver.stats("reset"), sizes.samples);
+  const afterCreates = await driver.stats("reset");
+  const createCounts = counts(before, afterCreates, sizes.samples);
+  const stream = createStream(afterCreates.commands, sizes.samples);
 
   log("driver: syscalls of 10 CreateVolume (strace, not timed)");
   const syscallsPerCreate = await syscallCounts(driver.pid, 10, async () => {
@@ -791,6 +794,7 @@ async function main(): Promise<void> {
       floor: summarize(hand.createFloor),
       lvm: summarize(lvmResults.create),
       counts: createCounts,
+      stream,
     },
     syscallsPerCreate,
     createSnapshot: {
