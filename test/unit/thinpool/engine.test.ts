@@ -477,6 +477,7 @@ describe("existing pools by name (fake kernel)", () => {
       store: StateStore.open(":memory:"),
       runner: kernel,
       sectorsOf: kernel.sectorsOf,
+      allSectors: kernel.allSectors,
       logger: silentLogger,
       pools: [{ name: "p", source: { type: "existing", device } }],
     });
@@ -615,20 +616,44 @@ describe("start-up reconciliation (fake kernel)", () => {
     assert.ok(listing + settling + reactivation + metadataCheck <= report.durationMs);
   });
 
-  it("reads every device's info in one dmsetup call at start-up and live sizes from sysfs, however many are active", async () => {
+  it("reads every device's info in one dmsetup call at start-up and live sizes in one read, however many are active", async () => {
     const { engine, kernel, store } = await openEngine();
     for (const name of ["v1", "v2", "v3"]) {
       await engine.createVolume({ name, sizeBytes: MiB });
       await engine.activate(name);
     }
     kernel.calls = [];
+    kernel.sizeReads = [];
     const reopened = await openEngine(kernel, store);
     const perDevice = kernel.calls.filter((argv) => argv.some((arg) => arg.startsWith("tpcsi-")));
     assert.deepEqual(perDevice, [], "no dmsetup call names a device");
     assert.equal(kernel.calls.filter((argv) => argv.join(" ") === "dmsetup info").length, 1);
     const listings = kernel.calls.filter((argv) => argv.includes("-v") || argv.join(" ") === "dmsetup table");
     assert.deepEqual(listings, [], "no table of every device is read");
+    assert.deepEqual(kernel.sizeReads, [], "no size read one device at a time");
     assert.equal(reopened.engine.lastReconcile?.checked, 3);
+  });
+
+  it("reads from sysfs the size of an active device that the list of all sizes lacks, and reloads it if short", async () => {
+    const { engine, kernel, store } = await openEngine();
+    for (const name of ["v1", "v2"]) {
+      await engine.createVolume({ name, sizeBytes: 2 * MiB });
+      await engine.activate(name);
+    }
+    const v2 = kernel.devices.get("tpcsi-v2");
+    assert.ok(v2);
+    v2.table = `0 2048 thin ${kernel.poolDevno} 1`; // 1 MiB live, 2 MiB recorded
+    const v2devno = `254:${v2.minor}`;
+    kernel.sizeReads = [];
+    await openEngine(kernel, store, {
+      allSectors: async () => {
+        const all = await kernel.allSectors();
+        all.delete(v2devno);
+        return all;
+      },
+    });
+    assert.deepEqual(kernel.sizeReads, [v2devno]);
+    assert.equal(v2.table, `0 4096 thin ${kernel.poolDevno} 1`);
   });
 
   it("resumes a device left suspended by a crash mid-snapshot", async () => {
@@ -682,6 +707,7 @@ describe("start-up reconciliation (fake kernel)", () => {
     v1.table = `0 2048 thin ${kernel.poolDevno} 0`; // 1 MiB live, 2 MiB recorded
     const reopened = await openEngine(kernel, store, {
       sectorsOf: () => Promise.reject(new Error("ENOENT: no sysfs")),
+      allSectors: () => Promise.reject(new Error("ENOENT: no /proc/partitions")),
     });
     assert.equal(reopened.engine.getDevice("v1")?.state, DeviceState.Active);
     assert.equal(v1.table, `0 4096 thin ${kernel.poolDevno} 0`);

@@ -212,10 +212,21 @@ export class FakeKernel implements CommandRunner {
 
   /** The engine's sysfs seam: a device's size is its table's length, 0 without one (like the kernel). */
   sectorsOf = async (devno: string): Promise<number> => {
+    this.sizeReads.push(devno);
     const device = [...this.devices.values()].find((d) => `254:${d.minor}` === devno);
     if (!device) throw new Error(`ENOENT: no block device ${devno}`);
     return device.table ? Number(device.table.split(" ")[1]) : 0;
   };
+  /** Devices whose size was read one by one (sysfs), in order. */
+  sizeReads: string[] = [];
+
+  /** The engine's /proc/partitions seam: every device with a table, by "major:minor". */
+  allSectors = async (): Promise<Map<string, number>> =>
+    new Map(
+      [...this.devices.values()]
+        .filter((d) => d.table)
+        .map((d) => [`254:${d.minor}`, Number(d.table?.split(" ")[1])] as const),
+    );
 
   private infoBlock(d: FakeDevice): string {
     const state = d.suspended ? "SUSPENDED" : "ACTIVE" + (d.deferredRemove ? " (DEFERRED REMOVE)" : "");
@@ -280,6 +291,7 @@ export function openFakeEngine(
     store,
     runner: kernel,
     sectorsOf: kernel.sectorsOf,
+    allSectors: kernel.allSectors,
     logger: silentLogger,
     pools: [{ name: "p", source: { type: "existing", device: "pool0" } }],
     statusTtlMs: 0,
