@@ -68,6 +68,7 @@ export interface EngineOptions {
   statusTtlMs?: number;
   /** Reads a block device's size in sectors by "major:minor" (default: sysfs). */
   sectorsOf?: (devno: string) => Promise<number>;
+  /** Reads every block device's size in sectors by "major:minor" (default: /proc/partitions). */
   allSectors?: () => Promise<Map<string, number>>;
   /** Thin ids each pool keeps created ahead of CreateVolume (default 0: none). */
   spareThinIds?: number;

@@ -41,7 +41,7 @@ export async function partitionSectors(): Promise<Map<string, number>> {
   const sizes = new Map<string, number>();
   for (const line of readFileSync("/proc/partitions", "utf8").split("\n")) {
     const [major, minor, kib] = line.trim().split(/\s+/);
-    if (major && minor && kib && /^\d+$/.test(major) && /^\d+$/.test(kib))
+    if (major && minor && kib && [major, minor, kib].every((field) => /^\d+$/.test(field)))
       sizes.set(`${major}:${minor}`, Number(kib) * 2);
   }
   return sizes;

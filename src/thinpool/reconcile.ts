@@ -57,7 +57,7 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
   const prefix = `${ctx.prefix}-`;
   const live = new Map<string, DmInfo>();
   // Every device's info in one process (one `dmsetup table` per device made a restart with 2,000 active
-  // devices spawn 2,000 processes); live sizes come from sysfs (docs/PERFORMANCE.md).
+  // devices spawn 2,000 processes); live sizes come from /proc/partitions (docs/PERFORMANCE.md).
   for (const device of await ctx.dm.infoAll()) {
     if (device.name.startsWith(prefix)) live.set(device.name, device);
   }
@@ -239,7 +239,8 @@ async function removeEverywhere(
 
 /**
  * Loads the recorded size when the live device is shorter (a grow that did not reach the kernel). The
- * live size is the block device's, from sysfs: 0 when the device has no live table, which this loads.
+ * live size is the block device's (/proc/partitions, else sysfs): 0 when the device has no live table,
+ * which this loads.
  */
 async function reloadIfShorter(
   ctx: EngineContext,
@@ -248,8 +249,8 @@ async function reloadIfShorter(
   live: DmInfo,
 ): Promise<void> {
   const dmName = dmNameOf(ctx, device.name);
-  // Without sysfs (not mounted, or a node that vanished) ask the kernel for this one table instead of
-  // marking a healthy device faulty.
+  // Without a size from either (not mounted, or a node that vanished) ask the kernel for this one table
+  // instead of marking a healthy device faulty.
   const sectors = await ctx
     .sectorsOf(live.devno)
     .catch(async () => parseThinTable(await ctx.dm.table(dmName)).lengthSectors);
