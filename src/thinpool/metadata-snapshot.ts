@@ -14,7 +14,31 @@ export async function readPoolMappings(
   ctx: EngineContext,
   pool: PoolRuntime,
 ): Promise<Map<number, number> | undefined> {
-  const metaDevno = parsePoolTable(await ctx.dm.table(pool.dmName)).metadataDevice;
+  const rows = await listThinIds(ctx, pool, "DEV,MAPPED_BYTES");
+  return rows && new Map(rows.map((row) => [row.id, row.mappedBytes ?? 0]));
+}
+
+/**
+ * The thin ids in the pool's metadata, as readPoolMappings but without mapped bytes: thin_ls then reads
+ * only the device list, not every device's mapping tree, so a start-up check costs the same however full
+ * the pool is.
+ */
+export async function readPoolThinIds(
+  ctx: EngineContext,
+  pool: PoolRuntime,
+): Promise<Set<number> | undefined> {
+  const rows = await listThinIds(ctx, pool, "DEV");
+  return rows && new Set(rows.map((row) => row.id));
+}
+
+/** thin_ls's rows for `format` (DEV first) on a metadata snapshot taken and released around it. */
+async function listThinIds(
+  ctx: EngineContext,
+  pool: PoolRuntime,
+  format: string,
+): Promise<{ id: number; mappedBytes?: number }[] | undefined> {
+  // An assembled pool knows its metadata device; another pool's is read from its table.
+  const metaDevno = pool.devices?.metadata ?? parsePoolTable(await ctx.dm.table(pool.dmName)).metadataDevice;
   const metaPath = await devicePathFromDevno(metaDevno);
   if (!metaPath) return undefined;
   try {
@@ -29,15 +53,17 @@ export async function readPoolMappings(
       "--metadata-snap",
       "--no-headers",
       "--format",
-      "DEV,MAPPED_BYTES",
+      format,
       metaPath,
     ]);
-    const mappings = new Map<number, number>();
-    for (const line of stdout.split("\n")) {
-      const [id, bytes] = line.trim().split(/\s+/);
-      if (id) mappings.set(Number(id), Number(bytes ?? 0));
-    }
-    return mappings;
+    return stdout
+      .split("\n")
+      .map((line) => line.trim())
+      .filter(Boolean)
+      .map((line) => {
+        const [id, bytes] = line.split(/\s+/);
+        return { id: Number(id), ...(bytes === undefined ? {} : { mappedBytes: Number(bytes) }) };
+      });
   } catch (err) {
     if (err instanceof CommandError && err.errno === "ENOENT" && err.exitCode === null) {
       ctx.logger.info({ pool: pool.name }, "thin_ls not installed; the pool's metadata cannot be read");

@@ -10,11 +10,16 @@ import {
   type ReconcileReport,
 } from "./context.js";
 import { describe } from "./errors.js";
-import { readPoolMappings } from "./metadata-snapshot.js";
+import { readPoolThinIds } from "./metadata-snapshot.js";
 import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type DmInfo } from "./status.js";
 
-/** Devices reactivated at once: dmsetup create does not message the pool, so they can run side by side. */
-const REACTIVATE_CONCURRENCY = 8;
+/**
+ * Devices reactivated by one `dmsetup create --concise`: a device's spec is under 300 bytes (names are
+ * at most 100 characters), so a batch stays far below the kernel's 128 KiB limit on one argument.
+ */
+const REACTIVATE_BATCH = 128;
+/** Batches at once: dmsetup create does not message the pool, so they can run side by side. */
+const REACTIVATE_CONCURRENCY = 2;
 
 /**
  * Start-up reconciliation: compares the store with the kernel and repairs what a crash, a reboot or a
@@ -56,11 +61,9 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
   };
   const prefix = `${ctx.prefix}-`;
   const live = new Map<string, DmInfo>();
-  // Every device's info in one process (one `dmsetup table` per device made a restart with 2,000 active
-  // devices spawn 2,000 processes); live sizes come from /proc/partitions (docs/PERFORMANCE.md).
-  for (const device of await ctx.dm.infoAll()) {
-    if (device.name.startsWith(prefix)) live.set(device.name, device);
-  }
+  // Every device's info in one process, one more when some are open (one `dmsetup table` per device made
+  // a restart with 2,000 active devices spawn 2,000); live sizes come from /proc/partitions.
+  for (const device of await ctx.dm.infoAll(prefix)) live.set(device.name, device);
 
   for (const info of live.values()) {
     if (!info.suspended) continue;
@@ -109,15 +112,8 @@ export async function reconcile(ctx: EngineContext): Promise<ReconcileReport> {
     }
     if (writable) await settleSpares(ctx, pool, report);
     endPhase("settling");
-    await forEachLimited(toActivate, REACTIVATE_CONCURRENCY, async (device) => {
-      try {
-        await ctx.dm.create(dmNameOf(ctx, device.name), thinTableOf(pool, device), dmUuidOf(device.name));
-        ctx.store.updateDevice(device.name, { state: DeviceState.Active, lastError: null });
-        report.reactivated++;
-      } catch (err) {
-        markFaulty(ctx, device, `could not be reactivated: ${describe(err)}`);
-      }
-    });
+    const batches = chunks(toActivate, REACTIVATE_BATCH);
+    await forEachLimited(batches, REACTIVATE_CONCURRENCY, (batch) => reactivate(ctx, pool, batch, report));
     endPhase("reactivation");
     if (writable) await crossCheckMetadata(ctx, pool, report);
     endPhase("metadataCheck");
@@ -259,6 +255,55 @@ async function reloadIfShorter(
   await ctx.dm.resume(dmName);
 }
 
+/**
+ * Brings a batch of devices back in one process and records them active in one transaction. When the
+ * batch stops at a device it cannot create, the ones it made are found by name and the rest are created
+ * one by one, so each failure is recorded on its own device and no healthy device is held back by it.
+ */
+async function reactivate(
+  ctx: EngineContext,
+  pool: PoolRuntime,
+  batch: readonly DeviceRecord[],
+  report: ReconcileReport,
+): Promise<void> {
+  const specOf = (device: DeviceRecord) => ({
+    name: dmNameOf(ctx, device.name),
+    table: thinTableOf(pool, device),
+    uuid: dmUuidOf(device.name),
+  });
+  const made: DeviceRecord[] = [];
+  try {
+    await ctx.dm.createMany(batch.map(specOf));
+    made.push(...batch);
+  } catch (batchErr) {
+    ctx.logger.warn(
+      { err: describe(batchErr) },
+      "a batch reactivation stopped; its devices are retried one by one",
+    );
+    const live = await ctx.dm.infoOf(batch.map((device) => dmNameOf(ctx, device.name)));
+    for (const device of batch) {
+      const { name, table, uuid } = specOf(device);
+      try {
+        if (!live.has(name)) await ctx.dm.create(name, table, uuid);
+        made.push(device);
+      } catch (err) {
+        markFaulty(ctx, device, `could not be reactivated: ${describe(err)}`);
+      }
+    }
+  }
+  ctx.store.transaction(() => {
+    for (const device of made)
+      ctx.store.updateDevice(device.name, { state: DeviceState.Active, lastError: null });
+  });
+  report.reactivated += made.length;
+}
+
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
 function markFaulty(ctx: EngineContext, device: DeviceRecord, reason: string): void {
   ctx.store.updateDevice(device.name, { state: DeviceState.Faulty, lastError: reason });
   ctx.logger.error({ device: device.name, reason }, "device marked faulty");
@@ -273,9 +318,8 @@ async function crossCheckMetadata(
   pool: PoolRuntime,
   report: ReconcileReport,
 ): Promise<void> {
-  const mappings = await readPoolMappings(ctx, pool);
-  if (!mappings) return;
-  const ids = new Set(mappings.keys());
+  const ids = await readPoolThinIds(ctx, pool);
+  if (!ids) return;
   const quarantined = new Set(ctx.store.listQuarantined(pool.name).map((q) => q.deviceId));
   const spares = new Set(ctx.store.listSpareIds(pool.name).map((s) => s.deviceId));
   const byId = new Map(ctx.store.listDevices({ pool: pool.name }).map((d) => [d.deviceId, d]));

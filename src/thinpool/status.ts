@@ -142,10 +142,41 @@ export interface DmInfo {
   uuid: string;
 }
 
+/** The columns `dmsetup info -c` is asked for: mangled names cannot hold the separator or a newline. */
+export const DM_INFO_COLUMNS = "mangled_name,mangled_uuid,attr,open,major,minor";
+/** Not on udev's whitelist of name characters, so a mangled name or uuid shows it as `\x7c`. */
+export const DM_INFO_SEPARATOR = "|";
+
+/**
+ * Parses `dmsetup info -c --noheadings --separator '|' -o <DM_INFO_COLUMNS>` lines, e.g.
+ * `tpcsi-v1|THINPOOL-CSI-v1|L-sw|0|253|4`. The attr column is (L)ive table, (I)nactive table,
+ * (s)uspended, (r)ead-only or read-(w)rite; it has no deferred-removal flag, so `deferredRemove` is false
+ * here and a caller that needs it reads the long form (see Dmsetup.infoAll).
+ */
+export function parseDmColumns(text: string): DmInfo[] {
+  const devices: DmInfo[] = [];
+  for (const line of text.split("\n")) {
+    const fields = line.split(DM_INFO_SEPARATOR).map((field) => field.trim());
+    if (fields.length !== 6) continue;
+    const [name, uuid, attr, open, major, minor] = fields as [string, string, string, string, string, string];
+    if (!name || !/^\d+$/.test(open) || !/^\d+$/.test(major) || !/^\d+$/.test(minor)) continue;
+    devices.push({
+      name,
+      devno: `${major}:${minor}`,
+      suspended: attr[2] === "s",
+      deferredRemove: false,
+      liveTable: attr[0] === "L",
+      openCount: Number(open),
+      uuid,
+    });
+  }
+  return devices;
+}
+
 /**
  * Parses plain `dmsetup info [name]` output: blocks of "Key: value" lines separated by blank lines.
- * The plain format is used (not -c columns) because it names suspension and deferred removal in words
- * that have been stable across libdevmapper releases.
+ * The only form that shows a pending deferred removal; it names it, and suspension, in words that have
+ * been stable across libdevmapper releases.
  */
 export function parseDmInfo(text: string): DmInfo[] {
   const devices: DmInfo[] = [];

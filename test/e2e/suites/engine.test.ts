@@ -12,6 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { execa, type ResultPromise } from "execa";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
+import { ExecaRunner, type CommandRunner } from "../../../src/thinpool/command.js";
 import { ThinPoolEngine } from "../../../src/thinpool/engine.js";
 import { parsePoolStatus, parseThinStatus } from "../../../src/thinpool/status.js";
 import {
@@ -34,8 +35,9 @@ describe("engine on a real dm-thin pool", function () {
   let engine: ThinPoolEngine;
   let fileSum = "";
 
-  const open = async (spareThinIds = 0) =>
+  const open = async (spareThinIds = 0, runner?: CommandRunner) =>
     ThinPoolEngine.open({
+      ...(runner ? { runner } : {}),
       store: StateStore.open(statePath),
       logger: silentLogger,
       pools: [{ name: "e2e", source: { type: "devices", data: E2E_DATA_DEV, metadata: E2E_META_DEV } }],
@@ -311,5 +313,65 @@ describe("engine on a real dm-thin pool", function () {
       ...store.listSpareIds("e2e").map((x) => x.deviceId),
     ]).sort((a, b) => a - b);
     assert.deepEqual(await thinIds(), known, "every id in the pool is a device, a quarantined id or a spare");
+  });
+
+  it("after a reboot, brings the active devices back in one dmsetup process; one it cannot make is faulty, the rest come up", async () => {
+    const names = ["batch-a", "batch-b", "batch-c", "batch-d"];
+    for (const name of names) {
+      await engine.createVolume({ name, sizeBytes: 16 * MiB });
+      await engine.activate(name);
+    }
+    await sh("sh", ["-c", "head -c 1048576 /dev/urandom > /tmp/batch-d.bin"]);
+    await sh("dd", ["if=/tmp/batch-d.bin", "of=/dev/mapper/tpcsi-batch-d", "oflag=direct", "status=none"]);
+    const lost = engine.getDevice("batch-b")?.deviceId;
+    engine.close();
+    await sh("umount", ["/mnt/vol1"]);
+    // The pool loses batch-b's thin id (as a metadata repair might): the kernel refuses its table.
+    await sh("dmsetup", ["remove", "tpcsi-batch-b"]);
+    await sh("dmsetup", ["message", "thinpool-csi-e2e", "0", `delete ${lost}`]);
+    await removeAllDmDevices();
+    const creates: string[][] = [];
+    const execa = new ExecaRunner();
+    engine = await open(0, {
+      run: (file, args, options) => {
+        if (args[0] === "create") creates.push([...args]);
+        return execa.run(file, args, options);
+      },
+    });
+    const batch = creates.findIndex((args) => args[1] === "--concise");
+    assert.equal(creates.filter((args) => args[1] === "--concise").length, 1, "one process for every device");
+    const oneByOne = creates.slice(batch + 1).map((args) => args[1]);
+    assert.equal(oneByOne[0], "tpcsi-batch-b", "after the batch stopped at batch-b, one by one from it");
+    assert.ok(
+      oneByOne.includes("tpcsi-batch-c") && !oneByOne.includes("tpcsi-batch-a"),
+      "batch-a was made by the batch",
+    );
+    const faulty = engine.getDevice("batch-b");
+    assert.equal(faulty?.state, DeviceState.Faulty);
+    assert.match(faulty?.lastError ?? "", /could not be reactivated/);
+    const ls = await sh("dmsetup", ["ls"]);
+    for (const name of ["batch-a", "batch-c", "batch-d", "vol1", "from-spare"]) {
+      assert.equal(engine.getDevice(name)?.state, DeviceState.Active, name);
+      assert.ok(ls.includes(`tpcsi-${name}`), `${name} is live`);
+    }
+    assert.equal(ls.includes("tpcsi-batch-b"), false);
+    const readBack = await sh("sh", [
+      "-c",
+      "head -c 1048576 /dev/mapper/tpcsi-batch-d | cmp - /tmp/batch-d.bin && echo same",
+    ]);
+    assert.equal(readBack.trim(), "same", "batch-d, made after the failure, holds its data");
+  });
+
+  it("at start-up, cancels a deferred removal pending on a mounted device it records as active", async () => {
+    mkdirSync("/mnt/spare", { recursive: true });
+    await sh("mount", ["/dev/mapper/tpcsi-from-spare", "/mnt/spare"]);
+    engine.close();
+    await sh("dmsetup", ["remove", "--deferred", "tpcsi-from-spare"]);
+    assert.match(await sh("dmsetup", ["info", "tpcsi-from-spare"]), /DEFERRED REMOVE/);
+    engine = await open();
+    assert.doesNotMatch(await sh("dmsetup", ["info", "tpcsi-from-spare"]), /DEFERRED REMOVE/);
+    await sh("umount", ["/mnt/spare"]);
+    assert.ok((await sh("dmsetup", ["ls"])).includes("tpcsi-from-spare"), "still there after its last close");
+    assert.equal(engine.getDevice("from-spare")?.state, DeviceState.Active);
   });
 });

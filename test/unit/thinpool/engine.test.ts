@@ -627,11 +627,37 @@ describe("start-up reconciliation (fake kernel)", () => {
     const reopened = await openEngine(kernel, store);
     const perDevice = kernel.calls.filter((argv) => argv.some((arg) => arg.startsWith("tpcsi-")));
     assert.deepEqual(perDevice, [], "no dmsetup call names a device");
-    assert.equal(kernel.calls.filter((argv) => argv.join(" ") === "dmsetup info").length, 1);
+    const infos = kernel.calls.filter((argv) => argv[1] === "info" && argv[2] !== "pool0");
+    assert.deepEqual(
+      infos.map((argv) => argv[2]),
+      ["-c"],
+      "one listing in columns, nothing open to read again",
+    );
     const listings = kernel.calls.filter((argv) => argv.includes("-v") || argv.join(" ") === "dmsetup table");
     assert.deepEqual(listings, [], "no table of every device is read");
     assert.deepEqual(kernel.sizeReads, [], "no size read one device at a time");
     assert.equal(reopened.engine.lastReconcile?.checked, 3);
+  });
+
+  it("at start-up, reads the open devices again for a pending deferred removal and cancels it on an active one", async () => {
+    const { engine, kernel, store } = await openEngine();
+    for (const name of ["v1", "v2", "v3"]) {
+      await engine.createVolume({ name, sizeBytes: MiB });
+      await engine.activate(name);
+    }
+    const [v1, v2] = [kernel.devices.get("tpcsi-v1"), kernel.devices.get("tpcsi-v2")];
+    assert.ok(v1 && v2);
+    v1.openCount = 1; // mounted
+    v2.openCount = 1;
+    v2.deferredRemove = true; // removed by hand with --deferred while mounted
+    kernel.calls = [];
+    await openEngine(kernel, store);
+    const longForm = kernel.calls.filter(
+      (argv) => argv[1] === "info" && argv.some((arg) => arg.startsWith("tpcsi-")),
+    );
+    assert.deepEqual(longForm, [["dmsetup", "info", "tpcsi-v1", "tpcsi-v2"]], "only the open devices");
+    assert.equal(v2.deferredRemove, false, "the active device's pending removal was cancelled");
+    assert.ok(kernel.devices.has("tpcsi-v3"));
   });
 
   it("reads from sysfs the size of an active device that the list of all sizes lacks, and reloads it if short", async () => {
@@ -711,6 +737,54 @@ describe("start-up reconciliation (fake kernel)", () => {
     });
     assert.equal(reopened.engine.getDevice("v1")?.state, DeviceState.Active);
     assert.equal(v1.table, `0 4096 thin ${kernel.poolDevno} 0`);
+  });
+
+  it("reactivates after a reboot in one dmsetup process per 128 devices, recorded in one transaction each", async () => {
+    const { engine, kernel, store } = await openEngine();
+    const names = Array.from({ length: 300 }, (_, i) => `v${String(i).padStart(3, "0")}`);
+    for (const name of names) {
+      await engine.createVolume({ name, sizeBytes: MiB });
+      await engine.activate(name);
+    }
+    for (const name of names) kernel.devices.delete(`tpcsi-${name}`); // reboot: no dm devices survive
+    kernel.calls = [];
+    const reopened = await openEngine(kernel, store);
+    const creates = kernel.calls.filter((c) => c[1] === "create");
+    assert.deepEqual(
+      creates.map((c) => c[2]),
+      ["--concise", "--concise", "--concise"],
+      "300 devices: batches of 128, 128 and 44",
+    );
+    assert.equal(reopened.engine.lastReconcile?.reactivated, 300);
+    for (const name of names) {
+      assert.equal(kernel.devices.get(`tpcsi-${name}`)?.uuid, `THINPOOL-CSI-${name}`);
+      assert.equal(reopened.engine.getDevice(name)?.state, DeviceState.Active);
+    }
+  });
+
+  it("when a batch stops at a device it cannot create, the rest come up one by one and only that one is faulty", async () => {
+    const { engine, kernel, store } = await openEngine();
+    const names = ["a1", "a2", "a3", "a4"];
+    for (const name of names) {
+      await engine.createVolume({ name, sizeBytes: MiB });
+      await engine.activate(name);
+      kernel.devices.delete(`tpcsi-${name}`); // reboot: no dm devices survive
+    }
+    kernel.thinIds.delete(engine.getDevice("a2")?.deviceId as number); // the pool lost this one's id
+    kernel.calls = [];
+    const reopened = await openEngine(kernel, store);
+    const creates = kernel.calls.filter((c) => c[1] === "create").map((c) => c[2]);
+    assert.deepEqual(creates, ["--concise", "tpcsi-a2", "tpcsi-a3", "tpcsi-a4"], "a1 came up in the batch");
+    assert.equal(reopened.engine.getDevice("a2")?.state, DeviceState.Faulty);
+    assert.match(
+      reopened.engine.getDevice("a2")?.lastError ?? "",
+      /could not be reactivated.*No data available/,
+    );
+    for (const name of ["a1", "a3", "a4"]) {
+      assert.ok(kernel.devices.has(`tpcsi-${name}`), name);
+      assert.equal(reopened.engine.getDevice(name)?.state, DeviceState.Active, name);
+    }
+    assert.equal(reopened.engine.lastReconcile?.reactivated, 3);
   });
 
   it("marks a device faulty (never deletes it) when it cannot be reactivated", async () => {

@@ -109,15 +109,14 @@ export class FakeKernel implements CommandRunner {
     const [verb, ...rest] = args;
     switch (verb) {
       case "create": {
-        const name = rest[0] as string;
+        if (rest[0] === "--concise") {
+          // Like dmsetup: each device in turn, stopping at the first that cannot be created.
+          for (const [name, uuid, , , table] of parseConcise(rest[1] as string))
+            this.createDevice(args, name as string, table as string, uuid as string);
+          return "";
+        }
         const uuid = rest.includes("--uuid") ? (rest[rest.indexOf("--uuid") + 1] as string) : "";
-        const table = rest[rest.indexOf("--table") + 1] as string;
-        if (this.devices.has(name))
-          this.err(args, `device-mapper: create ioctl on ${name}  failed: Device or resource busy`);
-        const id = Number(table.split(" ")[4]);
-        if (table.includes(" thin ") && !this.thinIds.has(id))
-          this.err(args, `device-mapper: reload ioctl on ${name}  failed: No data available`);
-        this.addDevice(name, table, uuid);
+        this.createDevice(args, rest[0] as string, rest[rest.indexOf("--table") + 1] as string, uuid);
         return "";
       }
       case "reload": {
@@ -147,6 +146,15 @@ export class FakeKernel implements CommandRunner {
       case "message":
         return this.message(args, rest[0] as string, rest[2] as string);
       case "info": {
+        if (rest[0] === "-c") {
+          // Columns as the driver asks for them: mangled_name,mangled_uuid,attr,open,major,minor.
+          return [...this.devices.values()]
+            .map((d) => {
+              const attr = `L-${d.suspended ? "s" : "-"}w`;
+              return [d.name, d.uuid, attr, d.openCount, 254, d.minor].join("|");
+            })
+            .join("\n");
+        }
         // Like dmsetup: every named device in turn, failing the whole call at the first missing one.
         const names = rest.length ? rest : [...this.devices.keys()];
         return names.map((n) => this.infoBlock(this.get(n, args))).join("\n\n");
@@ -169,6 +177,15 @@ export class FakeKernel implements CommandRunner {
       default:
         return this.err(args, `Unknown command ${verb}`);
     }
+  }
+
+  private createDevice(args: readonly string[], name: string, table: string, uuid: string): void {
+    if (this.devices.has(name))
+      this.err(args, `device-mapper: create ioctl on ${name}  failed: Device or resource busy`);
+    const id = Number(table.split(" ")[4]);
+    if (table.includes(" thin ") && !this.thinIds.has(id))
+      this.err(args, `device-mapper: reload ioctl on ${name}  failed: No data available`);
+    this.addDevice(name, table, uuid);
   }
 
   private message(args: readonly string[], target: string, text: string): string {
@@ -297,4 +314,25 @@ export function openFakeEngine(
     statusTtlMs: 0,
     ...extra,
   });
+}
+
+/** dmsetup's concise format: `name,uuid,minor,flags,table` per device, devices split by `;`; a backslash quotes the next character. */
+export function parseConcise(text: string): string[][] {
+  const devices: string[][] = [];
+  let fields: string[] = [];
+  let field = "";
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i] as string;
+    if (c === "\\") field += text[++i] ?? "";
+    else if (c === ",") {
+      fields.push(field);
+      field = "";
+    } else if (c === ";") {
+      devices.push([...fields, field]);
+      fields = [];
+      field = "";
+    } else field += c;
+  }
+  devices.push([...fields, field]);
+  return devices;
 }

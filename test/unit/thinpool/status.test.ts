@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { errnoFromMessage } from "../../../src/thinpool/errors.js";
 import { trimDmNoise } from "../../../src/thinpool/command.js";
 import {
+  parseDmColumns,
   parseDmInfo,
   parseNamedLines,
   parsePoolStatus,
@@ -101,6 +102,34 @@ describe("dmsetup output parsers", () => {
     });
     assert.equal(b?.deferredRemove, true);
     assert.equal(b?.suspended, false);
+  });
+
+  it("parses dmsetup info columns: live table, suspension, open count, devno; skips what is not a row", () => {
+    const text = [
+      "tpcsi-a|THINPOOL-CSI-a|L--w|0|253|4",
+      "tpcsi-b|THINPOOL-CSI-b|L-sw|2|253|5",
+      "thinpool-csi-p0||L--w|1|253|0",
+      "odd\\x7cname|uuid\\x7cx|L--r|0|253|9",
+      "tpcsi-c|THINPOOL-CSI-c|---w|0|253|6",
+      "No devices found",
+      "",
+    ].join("\n");
+    const [a, b, pool, odd, c, ...rest] = parseDmColumns(text);
+    assert.deepEqual(a, {
+      name: "tpcsi-a",
+      devno: "253:4",
+      suspended: false,
+      deferredRemove: false,
+      liveTable: true,
+      openCount: 0,
+      uuid: "THINPOOL-CSI-a",
+    });
+    assert.equal(b?.suspended, true);
+    assert.equal(b?.openCount, 2);
+    assert.equal(pool?.uuid, "");
+    assert.equal(odd?.name, "odd\\x7cname", "a mangled separator stays inside its field");
+    assert.equal(c?.liveTable, false);
+    assert.deepEqual(rest, []);
   });
 
   it("splits multi-device table output by name", () => {
