@@ -280,6 +280,7 @@ async function reactivate(
       { err: describe(batchErr) },
       "a batch reactivation stopped; its devices are retried one by one",
     );
+    // If even this read fails, start-up fails and is retried: guessing would mark healthy devices faulty.
     const live = await ctx.dm.infoOf(batch.map((device) => dmNameOf(ctx, device.name)));
     for (const device of batch) {
       const { name, table, uuid } = specOf(device);
