@@ -331,11 +331,11 @@ describe("engine on a real dm-thin pool", function () {
     await sh("dmsetup", ["message", "thinpool-csi-e2e", "0", `delete ${lost}`]);
     await removeAllDmDevices();
     const creates: string[][] = [];
-    const execa = new ExecaRunner();
+    const kernelRunner = new ExecaRunner();
     engine = await open(0, {
       run: (file, args, options) => {
         if (args[0] === "create") creates.push([...args]);
-        return execa.run(file, args, options);
+        return kernelRunner.run(file, args, options);
       },
     });
     const batch = creates.findIndex((args) => args[1] === "--concise");
