@@ -1,4 +1,4 @@
-import { execa } from "execa";
+import { execa, type ExecaError } from "execa";
 import { CommandError, errnoFromMessage } from "./errors.js";
 
 export interface CommandResult {
@@ -57,9 +57,8 @@ export class ExecaRunner implements CommandRunner {
       timeout: timeoutMs,
       // A command that overruns is killed at once. execa's default (SIGTERM, then SIGKILL 5 s later) arms a
       // second timer per command: ~5 ms of this process each under TCG (VM, under load: 90 ms a
-      // `dmsetup version` with it, 85 without).
+      // `dmsetup version` with it, 85 without). SIGKILL arms none.
       killSignal: "SIGKILL",
-      forceKillAfterDelay: false,
       env: { ...this.env, ...options.env },
       stdin: "ignore",
       stdout: options.discardStdout ? "ignore" : "pipe",
@@ -69,14 +68,16 @@ export class ExecaRunner implements CommandRunner {
       cleanup: false,
     });
     if (result.failed) {
+      // With `reject: false` a failed run resolves to execa's error, which keeps the spawn error's code.
+      const failure = result as ExecaError & Partial<Pick<NodeJS.ErrnoException, "code">>;
       const stderr = String(result.stderr ?? "").trim();
-      const spawnCode = (result.cause as NodeJS.ErrnoException | undefined)?.code;
+      const spawnCode = failure.code;
       if (spawnCode === "ENOENT") {
         throw new CommandError(file, args, null, "ENOENT", `${file} is not installed (not found on PATH)`);
       }
       const message = result.timedOut
         ? `killed after ${timeoutMs} ms${stderr ? `; ${trimDmNoise(stderr)}` : ""}`
-        : trimDmNoise(stderr || (result.cause instanceof Error ? result.cause.message : ""));
+        : trimDmNoise(stderr || (failure.originalMessage ?? ""));
       throw new CommandError(
         file,
         args,

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { execa } from "execa";
+import { execa, type ExecaError } from "execa";
 
 import { repoPath, repoRoot } from "./repo.js";
 import { parseSummary, SUMMARY_FILE_ENV, type TestSummary } from "./summary-reporter.js";
@@ -199,7 +199,7 @@ export async function runHostMocha(options: HostMochaOptions): Promise<StageResu
       return {
         name: options.name,
         counts: ZERO_COUNTS,
-        crashed: `could not run mocha: ${result.shortMessage}`,
+        crashed: `could not run mocha: ${(result as ExecaError).shortMessage}`,
         note: null,
         durationMs: Date.now() - startedAt,
       };

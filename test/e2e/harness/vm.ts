@@ -25,7 +25,7 @@ import { access, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from "nod
 import os from "node:os";
 import path from "node:path";
 import { StringDecoder } from "node:string_decoder";
-import { execa, type ResultPromise } from "execa";
+import { execa, type ExecaChildProcess, type ExecaError } from "execa";
 
 import { repoRoot } from "../../support/repo.js";
 import { prepareBootAssets, VmSetupError, type BootAssets } from "./boot-assets.js";
@@ -169,10 +169,10 @@ function guestDiskName(index: number): string {
 // ---------------------------------------------------------------------------------------------------------
 // Process bookkeeping: never leave a qemu behind.
 
-const liveVms = new Set<ResultPromise>();
+const liveVms = new Set<ExecaChildProcess>();
 let exitHookInstalled = false;
 
-function trackVm(subprocess: ResultPromise): void {
+function trackVm(subprocess: ExecaChildProcess): void {
   liveVms.add(subprocess);
   if (!exitHookInstalled) {
     exitHookInstalled = true;
@@ -491,7 +491,7 @@ export async function runInVm(options: RunInVmOptions): Promise<VmRunResult> {
 
     const decoder = new StringDecoder("utf8");
     let pending = "";
-    subprocess.stdout.on("data", (chunk: Buffer) => {
+    subprocess.stdout?.on("data", (chunk: Buffer) => {
       pending += decoder.write(chunk);
       let nl: number;
       while ((nl = pending.indexOf("\n")) >= 0) {
@@ -499,7 +499,7 @@ export async function runInVm(options: RunInVmOptions): Promise<VmRunResult> {
         pending = pending.slice(nl + 1);
       }
     });
-    subprocess.stderr.on("data", (chunk: Buffer) => {
+    subprocess.stderr?.on("data", (chunk: Buffer) => {
       // Bounded: qemu only writes errors here, but never let a runaway stream eat memory.
       if (qemuStderr.length < 65536) qemuStderr += chunk.toString("utf8");
     });
@@ -524,8 +524,8 @@ export async function runInVm(options: RunInVmOptions): Promise<VmRunResult> {
 
     if (callbackError !== null) throw callbackError;
     if (qemuResult.exitCode === undefined && qemuResult.signal === undefined) {
-      // execa could not start the process at all (ENOENT, EACCES, ...).
-      throw new VmSetupError(`cannot run ${qemu}: ${qemuResult.shortMessage ?? "spawn failed"}`);
+      // execa could not start the process at all (ENOENT, EACCES, ...); it resolved to its error.
+      throw new VmSetupError(`cannot run ${qemu}: ${(qemuResult as ExecaError).shortMessage}`);
     }
     const exitFile = await readFile(path.join(ctlDir, "exit-code"), "utf8").catch(() => null);
     const fileExitCode = exitFile !== null && /^\d+\s*$/.test(exitFile) ? Number(exitFile.trim()) : null;

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { execa, type ResultPromise } from "execa";
+import { execa, type ExecaChildProcess } from "execa";
 import { CsiClient } from "../../../src/csi/client.js";
 import { CRASH_POINTS, type CrashPointName } from "../../../src/util/crash-point.js";
 import {
@@ -60,7 +60,7 @@ describe("crash at every step of every operation", function () {
     crashAt?: CrashPointName,
     flags: string[] = [],
     waitForReady = true,
-  ): Promise<{ proc: ResultPromise; csi: CsiClient }> => {
+  ): Promise<{ proc: ExecaChildProcess; csi: CsiClient }> => {
     const proc = execa(
       "node",
       [
@@ -77,7 +77,6 @@ describe("crash at every step of every operation", function () {
       {
         env: { ...env, NODE_NAME: "node-a", ...(crashAt ? { THINPOOL_CSI_CRASH_AT: crashAt } : {}) },
         reject: false,
-        forceKillAfterDelay: false,
       },
     );
     const csi = new CsiClient(socket);
@@ -94,9 +93,9 @@ describe("crash at every step of every operation", function () {
     }
   };
 
-  const stopDriver = async (d: { proc: ResultPromise; csi: CsiClient }): Promise<void> => {
+  const stopDriver = async (d: { proc: ExecaChildProcess; csi: CsiClient }): Promise<void> => {
     d.csi.close();
-    d.proc.kill("SIGTERM");
+    d.proc.kill("SIGTERM", { forceKillAfterTimeout: false });
     const result = await d.proc;
     assert.equal(result.exitCode, 0, `graceful stop: ${result.stderr}`);
   };

@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { execa, type ResultPromise } from "execa";
+import { execa, type ExecaChildProcess } from "execa";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
 import { ExecaRunner, type CommandRunner } from "../../../src/thinpool/command.js";
@@ -106,7 +106,7 @@ describe("engine on a real dm-thin pool", function () {
   });
 
   it("snapshots the active origin while a writer runs; the restore is consistent and holds the synced data", async () => {
-    const writer: ResultPromise = execa(
+    const writer: ExecaChildProcess = execa(
       "sh",
       ["-c", "while :; do dd if=/dev/zero of=/mnt/vol1/stream bs=64k count=32 conv=fsync 2>/dev/null; done"],
       { reject: false },
