@@ -10,7 +10,7 @@ import {
   type ReconcileReport,
 } from "./context.js";
 import { describe } from "./errors.js";
-import { readPoolThinIds } from "./metadata-snapshot.js";
+import { readPoolMappings } from "./metadata-snapshot.js";
 import { parsePoolStatus, parseThinTable, SECTOR_BYTES, type DmInfo } from "./status.js";
 
 /**
@@ -319,8 +319,9 @@ async function crossCheckMetadata(
   pool: PoolRuntime,
   report: ReconcileReport,
 ): Promise<void> {
-  const ids = await readPoolThinIds(ctx, pool);
-  if (!ids) return;
+  const mappings = await readPoolMappings(ctx, pool);
+  if (!mappings) return;
+  const ids = new Set(mappings.keys());
   const quarantined = new Set(ctx.store.listQuarantined(pool.name).map((q) => q.deviceId));
   const spares = new Set(ctx.store.listSpareIds(pool.name).map((s) => s.deviceId));
   const byId = new Map(ctx.store.listDevices({ pool: pool.name }).map((d) => [d.deviceId, d]));
