@@ -8,6 +8,7 @@
  * statement.
  */
 import Database from "better-sqlite3";
+import { readFileSync } from "node:fs";
 import { PerformanceObserver, performance } from "node:perf_hooks";
 import type { CommandRunner } from "../src/thinpool/command.js";
 import { parseServeArgs } from "../src/server/config.js";
@@ -74,9 +75,12 @@ async function main(): Promise<void> {
 
   process.on("message", (message: DriverRequest) => {
     const memory = process.memoryUsage();
+    const cpu = process.cpuUsage();
     const stats: DriverStats = {
       spawned: host?.runner.spawned ?? 0,
       statements,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      childrenCpuMs: childrenCpuMs(),
       rssBytes: memory.rss,
       heapUsedBytes: memory.heapUsed,
       importsDoneMs,
@@ -90,6 +94,12 @@ async function main(): Promise<void> {
     }
     process.send?.(stats);
   });
+}
+
+/** Reaped children's user + system time, from /proc/self/stat (cutime, cstime; in USER_HZ, 100 on Linux). */
+function childrenCpuMs(): number {
+  const fields = readFileSync("/proc/self/stat", "utf8").split(") ")[1]?.split(" ") ?? [];
+  return ((Number(fields[13]) + Number(fields[14])) * 1000) / 100;
 }
 
 main().catch((err: unknown) => {

@@ -17,6 +17,10 @@ export interface CommandTiming {
 export interface DriverStats {
   spawned: number;
   statements: number;
+  /** CPU time of the driver process itself (user + system), ms. */
+  cpuMs: number;
+  /** CPU time of the processes it started and has reaped (dmsetup, thin_ls, ...), ms. */
+  childrenCpuMs: number;
   rssBytes: number;
   heapUsedBytes: number;
   /** Process start until every module was imported. */

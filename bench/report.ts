@@ -139,6 +139,14 @@ export function renderReport(r: BenchResults): string {
         ? `; strace counted ${r.syscallsPerCreate.fsyncs.toFixed(1)} fsync/fdatasync and ` +
           `${r.syscallsPerCreate.execs.toFixed(1)} execve per call.`
         : "."),
+    ...(cv.counts.cpuMsPerCall
+      ? [
+          "",
+          `CPU per CreateVolume in the stream: the driver ${cv.counts.cpuMsPerCall.driver.toFixed(1)} ms, ` +
+            `the processes it started ${cv.counts.cpuMsPerCall.children.toFixed(1)} ms, the benchmark's client ` +
+            `${cv.counts.cpuMsPerCall.client.toFixed(1)} ms.`,
+        ]
+      : []),
     ...(cv.stream
       ? [
           "",

@@ -27,6 +27,8 @@ export interface BenchSizes {
 export interface CallCounts {
   spawnsPerCall: number;
   statementsPerCall: number;
+  /** CPU per call: the driver's own, its reaped children's, and the benchmark's client's (older runs lack them). */
+  cpuMsPerCall?: { driver: number; children: number; client: number };
 }
 
 export interface FreezeParts {

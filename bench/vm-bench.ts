@@ -175,10 +175,20 @@ async function unmount(path: string): Promise<void> {
   }
 }
 
-function counts(before: DriverStats, after: DriverStats, calls: number): CallCounts {
+/** `clientCpuMs`: the benchmark's own CPU over the calls (process.cpuUsage), when it was measured. */
+function counts(before: DriverStats, after: DriverStats, calls: number, clientCpuMs?: number): CallCounts {
   return {
     spawnsPerCall: (after.spawned - before.spawned) / calls,
     statementsPerCall: (after.statements - before.statements) / calls,
+    ...(clientCpuMs === undefined
+      ? {}
+      : {
+          cpuMsPerCall: {
+            driver: (after.cpuMs - before.cpuMs) / calls,
+            children: (after.childrenCpuMs - before.childrenCpuMs) / calls,
+            client: clientCpuMs / calls,
+          },
+        }),
   };
 }
 
@@ -563,9 +573,16 @@ async function main(): Promise<void> {
   log(`driver: ${sizes.samples} CreateVolume`);
   await quiesce();
   let before = await driver.stats("reset");
+  const clientCpu = process.cpuUsage();
   const [createTimes, volumeIds] = await timeEach(sizes.samples, (i) => createVolume(driver, `pvc-lat-${i}`));
+  const clientCpuUsed = process.cpuUsage(clientCpu);
   const afterCreates = await driver.stats("reset");
-  const createCounts = counts(before, afterCreates, sizes.samples);
+  const createCounts = counts(
+    before,
+    afterCreates,
+    sizes.samples,
+    (clientCpuUsed.user + clientCpuUsed.system) / 1000,
+  );
   const stream = createStream(afterCreates.commands, sizes.samples);
 
   log("driver: syscalls of 10 CreateVolume (strace, not timed)");
