@@ -165,6 +165,29 @@ describe("HTTP/2 :authority normalization", () => {
       assert.equal(fields[2]?.value.length, 40_000);
     });
 
+    it("forwards a connection byte for byte once its first request's authority is valid", () => {
+      const rewrites: unknown[] = [];
+      const rewriter = new Http2HeaderRewriter((rewrite) => rewrites.push(rewrite));
+      const first = encodeWithoutIndexing([
+        header(":method", "POST"),
+        header(":path", "/csi.v1.Controller/CreateVolume"),
+        header(":authority", "localhost"),
+      ]);
+      // Later blocks are not decoded: this one's invalid authority reaches the server as sent.
+      const later = encodeWithoutIndexing([header(":method", "POST"), header(":authority", "/x.sock")]);
+      const input = Buffer.concat([
+        CLIENT_PREFACE,
+        frame(0x4, 0, 0, Buffer.alloc(0)),
+        frame(0x1, 0x1, 1, first.subarray(0, 7)), // split over a CONTINUATION
+        frame(0x9, 0x4, 1, first.subarray(7)),
+        frame(0x0, 0x1, 1, Buffer.from("data")),
+        frame(0x1, 0x4 | 0x1, 3, later),
+      ]);
+      const output = Buffer.concat([...input].flatMap((byte) => rewriter.push(Buffer.from([byte]))));
+      assert.deepEqual(output, input);
+      assert.equal(rewrites.length, 0);
+    });
+
     it("passes a connection that does not start with the HTTP/2 preface through untouched", () => {
       const rewriter = new Http2HeaderRewriter();
       const input = Buffer.from("GET / HTTP/1.1\r\nHost: /x\r\n\r\n");
@@ -192,73 +215,81 @@ describe("HTTP/2 :authority normalization", () => {
     });
   });
 
-  it("delivers every request header unchanged (but :authority) from Node's HTTP/2 client, Huffman and dynamic table included", async function () {
-    // Node's client encodes with nghttp2: Huffman where shorter, the dynamic table for repeats, eviction
-    // once the 4 KiB table fills. The server behind the rewriter must see exactly what was sent.
-    this.timeout(20_000);
-    const { dir, cleanup } = makeTempDir();
-    const socketPath = path.join(dir, "h2.sock");
-    const received: Array<Record<string, string>> = [];
-    const server = http2.createServer();
-    server.on("stream", (stream, headers) => {
-      const copy: Record<string, string> = {};
-      for (const [name, value] of Object.entries(headers)) {
-        if (typeof value === "string") copy[name] = value;
-      }
-      received.push(copy);
-      stream.respond({ ":status": 200 });
-      stream.end();
-    });
-    const front = net.createServer((socket) =>
-      server.emit("connection", new AuthorityNormalizingConnection(socket)),
-    );
-    await new Promise<void>((resolve) => front.listen(socketPath, resolve));
-    const session = http2.connect("http://localhost", { createConnection: () => net.connect(socketPath) });
-    try {
-      const sent: Array<Record<string, string>> = [];
-      let seed = 42;
-      const random = (): number => {
-        seed = (seed * 1103515245 + 12345) % 2 ** 31;
-        return seed / 2 ** 31;
-      };
-      const printable = (length: number): string =>
-        Array.from({ length }, () => String.fromCharCode(0x20 + Math.floor(random() * 95)))
-          .join("")
-          .trim() || "x";
-      for (let i = 0; i < 60; i++) {
-        const headers: Record<string, string> = {
-          "x-repeated": "the same value every time",
-          [`x-name-${i % 7}`]: printable(1 + Math.floor(random() * 400)),
-          "x-digits": String(Math.floor(random() * 1e9)),
-        };
-        sent.push(headers);
-        await new Promise<void>((resolve, reject) => {
-          const stream = session.request({
-            ":method": "POST",
-            ":path": `/p/${i}`,
-            ":authority": i % 2 === 0 ? socketPath : "localhost",
-            ...headers,
-          });
-          stream.on("response", () => undefined);
-          stream.on("error", reject);
-          stream.on("close", () => resolve());
-          stream.resume();
-          stream.end();
-        });
-      }
-      assert.equal(received.length, sent.length);
-      received.forEach((headers, i) => {
-        assert.equal(headers[":authority"], "localhost");
-        assert.equal(headers[":path"], `/p/${i}`);
-        for (const [name, value] of Object.entries(sent[i] as Record<string, string>)) {
-          assert.equal(headers[name], value, `request ${i} header ${name}`);
+  // Node's client encodes with nghttp2: Huffman where shorter, the dynamic table for repeats, eviction
+  // once the 4 KiB table fills. The server behind the rewriter must see exactly what was sent, both on a
+  // connection it rewrites (the first request's authority is a socket path) and on one it passes through.
+  for (const { connection, authorityOf } of [
+    {
+      connection: "rewritten",
+      authorityOf: (i: number, socketPath: string) => (i % 2 === 0 ? socketPath : "localhost"),
+    },
+    { connection: "passed through", authorityOf: () => "localhost" },
+  ])
+    it(`delivers every request header unchanged (but :authority) from Node's HTTP/2 client, Huffman and dynamic table included, on a connection ${connection}`, async function () {
+      this.timeout(20_000);
+      const { dir, cleanup } = makeTempDir();
+      const socketPath = path.join(dir, "h2.sock");
+      const received: Array<Record<string, string>> = [];
+      const server = http2.createServer();
+      server.on("stream", (stream, headers) => {
+        const copy: Record<string, string> = {};
+        for (const [name, value] of Object.entries(headers)) {
+          if (typeof value === "string") copy[name] = value;
         }
+        received.push(copy);
+        stream.respond({ ":status": 200 });
+        stream.end();
       });
-    } finally {
-      session.close();
-      front.close();
-      server.close();
-      cleanup();
-    }
-  });
+      const front = net.createServer((socket) =>
+        server.emit("connection", new AuthorityNormalizingConnection(socket)),
+      );
+      await new Promise<void>((resolve) => front.listen(socketPath, resolve));
+      const session = http2.connect("http://localhost", { createConnection: () => net.connect(socketPath) });
+      try {
+        const sent: Array<Record<string, string>> = [];
+        let seed = 42;
+        const random = (): number => {
+          seed = (seed * 1103515245 + 12345) % 2 ** 31;
+          return seed / 2 ** 31;
+        };
+        const printable = (length: number): string =>
+          Array.from({ length }, () => String.fromCharCode(0x20 + Math.floor(random() * 95)))
+            .join("")
+            .trim() || "x";
+        for (let i = 0; i < 60; i++) {
+          const headers: Record<string, string> = {
+            "x-repeated": "the same value every time",
+            [`x-name-${i % 7}`]: printable(1 + Math.floor(random() * 400)),
+            "x-digits": String(Math.floor(random() * 1e9)),
+          };
+          sent.push(headers);
+          await new Promise<void>((resolve, reject) => {
+            const stream = session.request({
+              ":method": "POST",
+              ":path": `/p/${i}`,
+              ":authority": authorityOf(i, socketPath),
+              ...headers,
+            });
+            stream.on("response", () => undefined);
+            stream.on("error", reject);
+            stream.on("close", () => resolve());
+            stream.resume();
+            stream.end();
+          });
+        }
+        assert.equal(received.length, sent.length);
+        received.forEach((headers, i) => {
+          assert.equal(headers[":authority"], "localhost");
+          assert.equal(headers[":path"], `/p/${i}`);
+          for (const [name, value] of Object.entries(sent[i] as Record<string, string>)) {
+            assert.equal(headers[name], value, `request ${i} header ${name}`);
+          }
+        });
+      } finally {
+        session.close();
+        front.close();
+        server.close();
+        cleanup();
+      }
+    });
 });
