@@ -102,14 +102,20 @@ export interface DeviceCondition {
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 /** EEXIST on create means the id is held by a device the store does not know; try this many others. */
 const MAX_ID_COLLISIONS = 32;
-/** A capacity check trusts a status that predates at most this many of the engine's own changes. */
-const MAX_CHANGES_SINCE_STATUS = 8;
 /**
- * The status is read again in the background once the newest read predates this many changes: half the
- * limit, so the read lands before checks stop trusting the last one. A read per change cost a second
- * `dmsetup` process per CreateVolume, as many as the create_thin itself.
+ * A capacity check trusts a status that predates at most this many of the engine's own changes (each is
+ * charged METADATA_BLOCKS_PER_CHANGE, ten times the most one was seen to take, so the count only bounds
+ * how far that estimate is stretched).
  */
-const REFRESH_AFTER_CHANGES = MAX_CHANGES_SINCE_STATUS / 2;
+const MAX_CHANGES_SINCE_STATUS = 16;
+/**
+ * The status is read again in the background once the newest read predates this many changes, or three
+ * quarters of the TTL: late enough that a stream of creates pays for few reads (each is a `dmsetup`
+ * process, which costs the VM as much CPU as the create_thin it follows), early enough that the read
+ * (100-150 ms under load in the VM) lands before checks stop trusting the last one.
+ */
+export const STATUS_REFRESH_AFTER_CHANGES = (MAX_CHANGES_SINCE_STATUS * 3) / 4;
+export const STATUS_REFRESH_AFTER_TTL_SHARE = 3 / 4;
 /** Spares are made only while at least this share of the metadata device is free. */
 const SPARE_MIN_FREE_METADATA = 0.25;
 
@@ -300,8 +306,8 @@ export class ThinPoolEngine {
     const newest = this.statusReads.get(pool) ?? this.statusCache.get(pool);
     if (
       newest &&
-      changesBetween(newest.generation, generation) < REFRESH_AFTER_CHANGES &&
-      Date.now() - newest.at < this.statusTtlMs / 2
+      changesBetween(newest.generation, generation) < STATUS_REFRESH_AFTER_CHANGES &&
+      Date.now() - newest.at < this.statusTtlMs * STATUS_REFRESH_AFTER_TTL_SHARE
     )
       return;
     Promise.resolve()

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
 import type { CommandRunner } from "../../../src/thinpool/command.js";
-import { ThinPoolEngine, type EngineOptions } from "../../../src/thinpool/engine.js";
+import {
+  STATUS_REFRESH_AFTER_CHANGES,
+  STATUS_REFRESH_AFTER_TTL_SHARE,
+  ThinPoolEngine,
+  type EngineOptions,
+} from "../../../src/thinpool/engine.js";
 import { METADATA_BLOCKS_PER_CHANGE } from "../../../src/thinpool/capacity.js";
 import { EngineError } from "../../../src/thinpool/errors.js";
 import { FakeKernel, openFakeEngine, recordingLogger, silentLogger } from "./fake-kernel.js";
@@ -804,9 +809,11 @@ describe("start-up reconciliation (fake kernel)", () => {
 describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)", () => {
   const cached = { statusTtlMs: 60_000 };
   const settle = () => new Promise((resolve) => setImmediate(resolve));
+  /** The engine's own changes after which a status is read again (in the background). */
+  const N = STATUS_REFRESH_AFTER_CHANGES;
   /** After v1 (which read the status), creates the volumes that leave the next create to start a read. */
   const createUntilNextRead = async (engine: ThinPoolEngine) => {
-    for (const name of ["f1", "f2"]) await engine.createVolume({ name, sizeBytes: MiB });
+    for (let i = 1; i < N - 1; i++) await engine.createVolume({ name: `f${i}`, sizeBytes: MiB });
     await settle();
   };
 
@@ -911,22 +918,22 @@ describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)
     );
   });
 
-  it("far from the reserves, checks spawn no read: the status is read after every fourth change", async () => {
+  it(`far from the reserves, checks spawn no read: the status is read after every ${N}th change`, async () => {
     const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
     kernel.calls = [];
-    for (let i = 0; i < 8; i++) {
+    for (let i = 0; i < 2 * N; i++) {
       await engine.createVolume({ name: `v${i}`, sizeBytes: MiB });
       await settle(); // a read the create started has answered
     }
     const create = ["create_thin", "set_transaction_id"];
-    const fourCreates = [...create, ...create, ...create, ...create, "status"];
+    const createsThenRead = [...Array.from({ length: N }, () => create).flat(), "status"];
     assert.deepEqual(
       kernel.calls.map((c) => (c[1] === "message" ? c[4]?.split(" ")[0] : c[1])),
-      ["status", ...fourCreates, ...fourCreates], // the first check has no status to trust yet
+      ["status", ...createsThenRead, ...createsThenRead], // the first check has no status to trust yet
     );
   });
 
-  it("counts a read in flight as the newest: the next starts only once that one predates four changes", async () => {
+  it(`counts a read in flight as the newest: the next starts only once that one predates ${N} changes`, async () => {
     const { engine, kernel } = await openEngine(new FakeKernel(), undefined, cached);
     await engine.createVolume({ name: "v0", sizeBytes: MiB });
     await settle();
@@ -941,22 +948,30 @@ describe("ThinPoolEngine capacity checks with a cached pool status (fake kernel)
       }
       return run(file, args, options);
     };
-    for (let i = 1; i <= 6; i++) {
+    // Up to v15 a check still trusts v0's status (16 changes at most), so none waits for the hung read.
+    for (let i = 1; i <= 15; i++) {
       await engine.createVolume({ name: `v${i}`, sizeBytes: MiB });
       await settle();
     }
-    assert.equal(started.length, 1, "v3 started a read (four changes after v0's); v4-v6 did not");
-    await engine.createVolume({ name: "v7", sizeBytes: MiB });
-    await settle();
-    assert.equal(started.length, 2, "v7 is the fourth change after the read in flight");
+    assert.equal(started.length, 1, `v${N - 1} started a read (${N} changes after v0's); v${N}-v15 did not`);
     release();
+    await settle(); // the read lands
+    for (let i = 16; i <= 2 * N - 2; i++) {
+      await engine.createVolume({ name: `v${i}`, sizeBytes: MiB });
+      await settle();
+    }
+    assert.equal(started.length, 1);
+    await engine.createVolume({ name: `v${2 * N - 1}`, sizeBytes: MiB });
+    await settle();
+    assert.equal(started.length, 2, `v${2 * N - 1} is the ${N}th change after the read that was in flight`);
   });
 
-  it("reads the status after every change once the last read is half its lifetime old", async () => {
-    const { engine, kernel } = await openEngine(new FakeKernel(), undefined, { statusTtlMs: 100 });
+  it("reads the status after every change once the last read is three quarters of its lifetime old", async () => {
+    const statusTtlMs = 100;
+    const { engine, kernel } = await openEngine(new FakeKernel(), undefined, { statusTtlMs });
     kernel.calls = [];
     for (const name of ["v1", "v2"]) {
-      await new Promise((r) => setTimeout(r, 60));
+      await new Promise((r) => setTimeout(r, statusTtlMs * STATUS_REFRESH_AFTER_TTL_SHARE + 10));
       await engine.createVolume({ name, sizeBytes: MiB });
       await settle();
     }
