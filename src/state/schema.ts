@@ -63,4 +63,27 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (pool, device_id)
   ) STRICT;
   `,
+  // 4: each pool's provisioned total (virtual bytes and device count), kept by triggers in the writing
+  // transaction: every capacity check reads it, and a SUM over the pool's devices grew with the pool.
+  `
+  CREATE TABLE pool_provisioned (
+    pool   TEXT PRIMARY KEY,
+    bytes  INTEGER NOT NULL,
+    count  INTEGER NOT NULL
+  ) STRICT;
+  INSERT INTO pool_provisioned (pool, bytes, count)
+    SELECT pool, SUM(size_bytes), COUNT(*) FROM devices GROUP BY pool;
+  CREATE TRIGGER devices_provisioned_insert AFTER INSERT ON devices BEGIN
+    INSERT OR IGNORE INTO pool_provisioned (pool, bytes, count) VALUES (NEW.pool, 0, 0);
+    UPDATE pool_provisioned SET bytes = bytes + NEW.size_bytes, count = count + 1 WHERE pool = NEW.pool;
+  END;
+  CREATE TRIGGER devices_provisioned_delete AFTER DELETE ON devices BEGIN
+    UPDATE pool_provisioned SET bytes = bytes - OLD.size_bytes, count = count - 1 WHERE pool = OLD.pool;
+  END;
+  CREATE TRIGGER devices_provisioned_update AFTER UPDATE OF pool, size_bytes ON devices BEGIN
+    UPDATE pool_provisioned SET bytes = bytes - OLD.size_bytes, count = count - 1 WHERE pool = OLD.pool;
+    INSERT OR IGNORE INTO pool_provisioned (pool, bytes, count) VALUES (NEW.pool, 0, 0);
+    UPDATE pool_provisioned SET bytes = bytes + NEW.size_bytes, count = count + 1 WHERE pool = NEW.pool;
+  END;
+  `,
 ];

@@ -127,9 +127,7 @@ export class StateStore {
       getByRequest: db.prepare(`SELECT * FROM devices WHERE kind = ? AND request_name = ?`),
       getByDeviceId: db.prepare(`SELECT * FROM devices WHERE pool = ? AND device_id = ?`),
       deleteDevice: db.prepare(`DELETE FROM devices WHERE name = ? RETURNING pool, device_id`),
-      sumVirtual: db.prepare(
-        `SELECT COALESCE(SUM(size_bytes), 0) AS total, COUNT(*) AS count FROM devices WHERE pool = ?`,
-      ),
+      provisioned: db.prepare(`SELECT bytes, count FROM pool_provisioned WHERE pool = ?`),
       countByState: db.prepare(`SELECT state, COUNT(*) AS count FROM devices WHERE pool = ? GROUP BY state`),
       // Lowest id from @from up not used by a device nor quarantined: @from if free, else the smallest
       // used id + 1 that is free. Only ids from @from up are read, so the search costs nothing per device.
@@ -300,8 +298,8 @@ export class StateStore {
 
   /** Sum of virtual sizes and number of devices in a pool: the over-provisioning numerator. */
   provisioned(pool: string): { bytes: number; count: number } {
-    const row = this.stmts.sumVirtual.get(pool) as { total: number; count: number };
-    return { bytes: row.total, count: row.count };
+    const row = this.stmts.provisioned.get(pool) as { bytes: number; count: number } | undefined;
+    return { bytes: row?.bytes ?? 0, count: row?.count ?? 0 };
   }
 
   countByState(pool: string): Map<DeviceState, number> {

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import { MIGRATIONS } from "../../../src/state/schema.js";
 import { MAX_DEVICE_ID, StateStore } from "../../../src/state/store.js";
 import { DeviceState } from "../../../src/state/types.js";
 
@@ -47,7 +48,8 @@ describe("StateStore", () => {
       assert.equal(store.db.pragma("journal_mode", { simple: true }), "wal");
       assert.equal(store.db.pragma("synchronous", { simple: true }), 2);
       assert.equal(store.db.pragma("foreign_keys", { simple: true }), 1);
-      assert.equal(store.schemaVersion, 3);
+      assert.equal(store.schemaVersion, MIGRATIONS.length);
+      assert.equal(MIGRATIONS.length, 4);
       store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -175,6 +177,70 @@ describe("StateStore", () => {
       ["c", "d"],
     );
     assert.deepEqual(store.provisioned("p"), { bytes: 4 * 65536, count: 4 });
+  });
+
+  it("keeps each pool's provisioned total equal to the sum over its devices, a rolled-back change included", () => {
+    const store = newStore();
+    store.upsertPool({
+      name: "q",
+      dmName: "pool1",
+      source: { type: "existing" },
+      ownsTransactionId: true,
+      blockBytes: 65536,
+    });
+    const summed = (pool: string) =>
+      store.db
+        .prepare(
+          `SELECT COALESCE(SUM(size_bytes), 0) AS bytes, COUNT(*) AS count FROM devices WHERE pool = ?`,
+        )
+        .get(pool) as { bytes: number; count: number };
+    const check = (step: string) => {
+      for (const pool of ["p", "q"])
+        assert.deepEqual(store.provisioned(pool), summed(pool), `${step}, pool ${pool}`);
+    };
+    assert.deepEqual(store.provisioned("p"), { bytes: 0, count: 0 });
+    for (let i = 0; i < 5; i++) addDevice(store, `v${i}`, i, { sizeBytes: (i + 1) * 65536 });
+    addDevice(store, "w0", 0, { pool: "q", sizeBytes: 7 * 65536 });
+    check("after inserts");
+    store.updateDevice("v1", { sizeBytes: 40 * 65536 });
+    store.updateDevice("v2", { state: DeviceState.Active });
+    check("after a grow and a state change");
+    store.deleteDevice("v0");
+    store.deleteDevice("w0");
+    check("after deletes");
+    assert.throws(() =>
+      store.transaction(() => {
+        addDevice(store, "v9", 9);
+        store.deleteDevice("v3");
+        throw new Error("abandoned");
+      }),
+    );
+    check("after a rolled-back transaction");
+    assert.deepEqual(store.provisioned("p"), { bytes: (40 + 3 + 4 + 5) * 65536, count: 4 });
+  });
+
+  it("totals the devices of a version-3 database when it migrates", () => {
+    const dir = mkdtempSync(join(tmpdir(), "tpcsi-store-"));
+    try {
+      const db = new Database(join(dir, "state.db"));
+      for (const migration of MIGRATIONS.slice(0, 3)) db.exec(migration);
+      db.pragma("user_version = 3");
+      db.exec(`INSERT INTO pools VALUES ('p', 'pool0', '{}', 1, 0, 65536, 'now', 'now')`);
+      const insert = db.prepare(
+        `INSERT INTO devices (name, pool, device_id, kind, size_bytes, state, created_at, updated_at)
+         VALUES (?, 'p', ?, 'volume', ?, 'inactive', 'now', 'now')`,
+      );
+      insert.run("a", 0, 65536);
+      insert.run("b", 1, 3 * 65536);
+      db.close();
+      const store = StateStore.open(join(dir, "state.db"));
+      assert.deepEqual(store.provisioned("p"), { bytes: 4 * 65536, count: 2 });
+      addDevice(store, "c", 2);
+      assert.deepEqual(store.provisioned("p"), { bytes: 5 * 65536, count: 3 });
+      store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("rolls back a failed transaction completely", () => {
