@@ -16,6 +16,19 @@ describe("ExecaRunner (real processes on the host)", () => {
     assert.equal(runner.spawned, before + 1);
   });
 
+  it("passes this process's environment under the runner's, and a call's own over both", async () => {
+    const print = ["-c", 'printf "%s|%s|%s" "$HOME" "$DM_DISABLE_UDEV" "$TPCSI_EXTRA"'];
+    const runnerEnv = new ExecaRunner({ env: { TPCSI_EXTRA: "runner" } });
+    assert.equal((await runnerEnv.run("sh", print)).stdout, `${process.env.HOME ?? ""}|1|runner`);
+    const call = await runnerEnv.run("sh", print, { env: { TPCSI_EXTRA: "call", DM_DISABLE_UDEV: "0" } });
+    assert.equal(call.stdout, `${process.env.HOME ?? ""}|0|call`);
+    assert.equal(
+      (await runnerEnv.run("sh", print)).stdout,
+      `${process.env.HOME ?? ""}|1|runner`,
+      "a call's env is its own",
+    );
+  });
+
   it("does not pipe stdout the caller discards, and still reports stderr", async () => {
     assert.equal((await runner.run("echo", ["unread"], { discardStdout: true })).stdout, "");
     await assert.rejects(
