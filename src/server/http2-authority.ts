@@ -378,6 +378,22 @@ export class AuthorityNormalizingConnection extends Duplex {
     this.socket.write(chunk, encoding, callback);
   }
 
+  /**
+   * Node's HTTP/2 session corks this stream around the frames of one flush (a reply's HEADERS, DATA and
+   * trailers): written together here, they leave in one `writev` instead of one write, and one turn of
+   * the event loop, each.
+   */
+  override _writev(
+    chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>,
+    callback: (error?: Error | null) => void,
+  ): void {
+    this.socket.cork();
+    chunks.forEach(({ chunk }, index) =>
+      this.socket.write(chunk, index === chunks.length - 1 ? callback : undefined),
+    );
+    this.socket.uncork();
+  }
+
   override _final(callback: (error?: Error | null) => void): void {
     this.socket.end(callback);
   }
