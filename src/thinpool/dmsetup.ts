@@ -36,6 +36,8 @@ function conciseField(value: string): string {
 
 /** Above this many names, one listing of every device is as cheap and keeps the argument list short. */
 const MAX_NAMES_PER_CALL = 256;
+/** A listing of the host that keeps racing removals fails after this many tries. */
+export const WHOLE_HOST_ATTEMPTS = 5;
 
 /**
  * The one place that runs dmsetup. Argument arrays only. Callers get typed CommandErrors whose errno
@@ -65,6 +67,20 @@ export class Dmsetup {
   private async dm(args: string[]): Promise<string> {
     const { stdout } = await this.runner.run(this.binary, args, { timeoutMs: this.timeoutMs });
     return stdout;
+  }
+
+  /**
+   * A query about every device on the host. dmsetup lists the devices, then asks about each, and fails
+   * with ENXIO when one is removed in between (a concurrent delete or unstage; seen in the VM's
+   * concurrency suite): the listing is simply taken again.
+   */
+  private wholeHost(args: string[]): Promise<string> {
+    return retry(() => this.dm(args), {
+      attempts: WHOLE_HOST_ATTEMPTS,
+      initialDelayMs: 10,
+      maxDelayMs: 200,
+      retryable: (err) => isErrno(err, "ENXIO"),
+    });
   }
 
   /** A change: only its exit status and stderr matter, so its stdout is not piped. */
@@ -186,7 +202,7 @@ export class Dmsetup {
    * once), so the open devices among ours are read again in the long form, in one more process.
    */
   async infoAll(prefix: string): Promise<DmInfo[]> {
-    const listing = await this.dm([
+    const listing = await this.wholeHost([
       "info",
       "-c",
       "--noheadings",
@@ -227,18 +243,18 @@ export class Dmsetup {
 
   private async forNames(names: readonly string[], command: string[], wholeHost: string[]): Promise<string> {
     if (names.length === 0) return "";
-    if (names.length > MAX_NAMES_PER_CALL) return this.dm(wholeHost);
+    if (names.length > MAX_NAMES_PER_CALL) return this.wholeHost(wholeHost);
     try {
       return await this.dm([...command, ...names]);
     } catch (err) {
-      if (isErrno(err, "ENXIO")) return this.dm(wholeHost);
+      if (isErrno(err, "ENXIO")) return this.wholeHost(wholeHost);
       throw err;
     }
   }
 
   /** Statuses of every device using the given target type, keyed by name. */
   async statusAll(target: string): Promise<Map<string, string>> {
-    return parseNamedLines(await this.dm(["status", "--target", target]));
+    return parseNamedLines(await this.wholeHost(["status", "--target", target]));
   }
 
   /** Creates missing /dev/mapper nodes (needed when udev is bypassed and a node went missing). */

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { Dmsetup } from "../../../src/thinpool/dmsetup.js";
+import type { CommandRunner } from "../../../src/thinpool/command.js";
+import { Dmsetup, WHOLE_HOST_ATTEMPTS } from "../../../src/thinpool/dmsetup.js";
+import { CommandError, isErrno } from "../../../src/thinpool/errors.js";
 import { FakeKernel } from "./fake-kernel.js";
 
 describe("Dmsetup.createMany", () => {
@@ -20,5 +22,43 @@ describe("Dmsetup.createMany", () => {
     const kernel = new FakeKernel();
     await new Dmsetup(kernel).createMany([]);
     assert.equal(kernel.calls.length, 0);
+  });
+});
+
+describe("Dmsetup reads of the whole host", () => {
+  /** A runner whose first `failures` whole-host listings fail as dmsetup does when a device goes mid-listing. */
+  function racingRunner(failures: number) {
+    const calls: string[][] = [];
+    const runner: CommandRunner = {
+      run(_file, args) {
+        calls.push([...args]);
+        const named = args.length > 3 && args[0] === "status" && args[1] !== "--target";
+        if (named || failures-- > 0)
+          return Promise.reject(new CommandError("dmsetup", args, 1, "ENXIO", "Device does not exist."));
+        return Promise.resolve({ stdout: "tpcsi-a: 0 8 thin 0 -\ntpcsi-b: 0 8 thin 0 -", stderr: "" });
+      },
+    };
+    return { runner, calls };
+  }
+
+  it("takes the listing again when a device is removed while dmsetup walks the host", async () => {
+    const { runner, calls } = racingRunner(2);
+    const statuses = await new Dmsetup(runner).thinStatusOf(["tpcsi-a", "tpcsi-gone", "tpcsi-b"]);
+    assert.deepEqual([...statuses.keys()], ["tpcsi-a", "tpcsi-b"]);
+    assert.deepEqual(
+      calls.map((args) => args.join(" ")),
+      [
+        "status tpcsi-a tpcsi-gone tpcsi-b",
+        "status --target thin",
+        "status --target thin",
+        "status --target thin",
+      ],
+    );
+  });
+
+  it("gives up with the kernel's ENXIO after a bounded number of listings", async () => {
+    const { runner, calls } = racingRunner(Number.POSITIVE_INFINITY);
+    await assert.rejects(new Dmsetup(runner).statusAll("thin"), (err: unknown) => isErrno(err, "ENXIO"));
+    assert.equal(calls.length, WHOLE_HOST_ATTEMPTS);
   });
 });
