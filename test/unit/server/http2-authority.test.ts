@@ -90,14 +90,25 @@ describe("HTTP/2 :authority normalization", () => {
   });
 
   describe("frame rewriter", () => {
-    it("re-encodes a padded, prioritized header block split over CONTINUATION frames into plain HEADERS", () => {
+    /** A rewriter that records the rewrites it reports. */
+    const recordingRewriter = () => {
       const rewrites: unknown[] = [];
-      const rewriter = new Http2HeaderRewriter((rewrite) => rewrites.push(rewrite));
-      const block = encodeWithoutIndexing([
+      return { rewrites, rewriter: new Http2HeaderRewriter((rewrite) => rewrites.push(rewrite)) };
+    };
+    /** A POST request's header block, encoded without indexing. */
+    const requestBlock = (path: string, authority: string) =>
+      encodeWithoutIndexing([
         header(":method", "POST"),
-        header(":path", "/csi.v1.Identity/Probe"),
-        header(":authority", "/var/lib/kubelet/plugins/thinpool.csi.dev/csi.sock"),
+        header(":path", path),
+        header(":authority", authority),
       ]);
+
+    it("re-encodes a padded, prioritized header block split over CONTINUATION frames into plain HEADERS", () => {
+      const { rewrites, rewriter } = recordingRewriter();
+      const block = requestBlock(
+        "/csi.v1.Identity/Probe",
+        "/var/lib/kubelet/plugins/thinpool.csi.dev/csi.sock",
+      );
       const priority = Buffer.from([0, 0, 0, 0, 15]);
       const padding = Buffer.alloc(3);
       const first = Buffer.concat([Buffer.from([padding.length]), priority, block.subarray(0, 10), padding]);
@@ -166,13 +177,8 @@ describe("HTTP/2 :authority normalization", () => {
     });
 
     it("forwards a connection byte for byte once its first request's authority is valid", () => {
-      const rewrites: unknown[] = [];
-      const rewriter = new Http2HeaderRewriter((rewrite) => rewrites.push(rewrite));
-      const first = encodeWithoutIndexing([
-        header(":method", "POST"),
-        header(":path", "/csi.v1.Controller/CreateVolume"),
-        header(":authority", "localhost"),
-      ]);
+      const { rewrites, rewriter } = recordingRewriter();
+      const first = requestBlock("/csi.v1.Controller/CreateVolume", "localhost");
       // Later blocks are not decoded: this one's invalid authority reaches the server as sent.
       const later = encodeWithoutIndexing([header(":method", "POST"), header(":authority", "/x.sock")]);
       const input = Buffer.concat([
