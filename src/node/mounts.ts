@@ -7,6 +7,8 @@ export interface MountEntry {
   options: string[];
   /** The path within the source filesystem that is mounted (differs for bind mounts of a subtree or a device). */
   root: string;
+  /** The mounted filesystem's device number, "major:minor". */
+  devno: string;
 }
 
 /** Decodes the octal escapes mountinfo uses for spaces and other special characters. */
@@ -24,6 +26,7 @@ export function parseMountInfo(text: string): MountEntry[] {
     const l = left.split(" ");
     const r = right.split(" ");
     entries.push({
+      devno: l[2] ?? "",
       root: unescape(l[3] ?? ""),
       mountPoint: unescape(l[4] ?? ""),
       options: (l[5] ?? "").split(","),

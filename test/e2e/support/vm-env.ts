@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
-import { open } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
 import { execa } from "execa";
+import { parseMountInfo } from "../../../src/node/mounts.js";
 
 // These suites write to raw block devices: refuse loudly anywhere but inside the test VM.
 if (process.env.THINPOOL_VM !== "1") {
@@ -43,15 +44,42 @@ export async function sha256File(path: string): Promise<string> {
   }
 }
 
-/** Removes every dm device (thin devices first, then pools): what a reboot does to device-mapper. */
+/**
+ * Removes every dm device (thin devices first, then pools): what a reboot does to device-mapper. A suite
+ * that failed midway can leave a device suspended or mounted; both are undone first (resumed, then
+ * unmounted), so that one failed suite does not make every later suite's setup fail on a busy device.
+ */
 export async function removeAllDmDevices(): Promise<void> {
-  const names = (await sh("dmsetup", ["ls"]))
+  const listing = await sh("dmsetup", [
+    "info",
+    "-c",
+    "--noheadings",
+    "--separator",
+    "|",
+    "-o",
+    "name,suspended",
+  ]);
+  const devices = listing
     .split("\n")
-    .map((l) => l.split(/\s+/)[0] ?? "")
-    .filter((n) => n && n !== "No");
+    .map((line) => line.trim().split("|"))
+    .filter(([name, state]) => name && state !== undefined);
+  for (const [name, state] of devices)
+    if (state === "Suspended") await sh("dmsetup", ["resume", name as string]);
+  for (const mountPoint of await dmMountPoints()) await sh("umount", [mountPoint]);
+  const names = devices.map(([name]) => name as string);
   const thins = names.filter((n) => !n.startsWith("thinpool-csi-"));
   const pools = names.filter((n) => n.startsWith("thinpool-csi-"));
   for (const n of [...thins, ...pools]) await sh("dmsetup", ["remove", n]);
+}
+
+/** Mount points of filesystems on dm devices, the latest mounted first (a bind mount before its source). */
+async function dmMountPoints(): Promise<string[]> {
+  const major = /^\s*(\d+) device-mapper$/m.exec(await readFile("/proc/devices", "utf8"))?.[1];
+  if (major === undefined) return [];
+  return parseMountInfo(await readFile("/proc/self/mountinfo", "utf8"))
+    .filter((entry) => entry.devno.split(":")[0] === major)
+    .map((entry) => entry.mountPoint)
+    .reverse();
 }
 
 export const silentLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
