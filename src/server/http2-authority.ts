@@ -7,14 +7,11 @@
  * server turn off) resets such a stream with PROTOCOL_ERROR before grpc-js sees it. The unit tests show
  * this against a bare grpc-js server.
  *
- * How: every client connection is read through {@link Http2HeaderRewriter}, which parses the client's
- * HTTP/2 frames and decodes the first header block with a full HPACK decoder.
- * - If that block's `:authority` (or `host`) is valid, the block and everything after it pass through
- *   byte for byte: a gRPC client sends one authority for all the calls of a connection (it is the
- *   channel's), and decoding every block cost a stream of CreateVolume calls CPU the VM measured.
- * - Otherwise the connection is rewritten to its end: each block is decoded, an invalid authority is
- *   replaced with `localhost`, and the block is re-encoded without indexing. Re-encoding every block (not
- *   only the bad ones) keeps the client's and the server's HPACK tables from diverging.
+ * How: a connection whose first request has an invalid `:authority` (see http2-handshake.ts for how that
+ * is found out) is read through {@link Http2HeaderRewriter}, which parses the client's HTTP/2 frames and
+ * decodes every header block with a full HPACK decoder: an invalid authority is replaced with
+ * `localhost`, and each block is re-encoded without indexing. Re-encoding every block (not only the bad
+ * ones) keeps the client's and the server's HPACK tables from diverging.
  * Frames other than HEADERS/CONTINUATION pass through byte for byte; server-to-client bytes are not
  * touched. Nothing in this driver reads `:authority`, so the substitution changes no behaviour.
  */
@@ -22,26 +19,28 @@ import { Duplex } from "node:stream";
 import type { Socket } from "node:net";
 
 import { encodeWithoutIndexing, HpackDecoder, type HeaderField } from "./hpack.js";
+import {
+  CLIENT_PREFACE,
+  FLAG_END_HEADERS,
+  FLAG_END_STREAM,
+  FLAG_PRIORITY,
+  FRAME_CONTINUATION,
+  FRAME_HEADER_LENGTH,
+  FRAME_HEADERS,
+  FRAME_PUSH_PROMISE,
+  frameHeader,
+  headersPayload,
+  Http2RewriteError,
+  readFrameHeader,
+} from "./http2-frames.js";
 
-export const CLIENT_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+export { CLIENT_PREFACE, Http2RewriteError };
 export const REPLACEMENT_AUTHORITY = "localhost";
 
-const FRAME_HEADER_LENGTH = 9;
-const FRAME_HEADERS = 0x1;
-const FRAME_PUSH_PROMISE = 0x5;
-const FRAME_CONTINUATION = 0x9;
-const FLAG_END_STREAM = 0x1;
-const FLAG_END_HEADERS = 0x4;
-const FLAG_PADDED = 0x8;
-const FLAG_PRIORITY = 0x20;
 /** The smallest SETTINGS_MAX_FRAME_SIZE a peer may announce: re-encoded blocks are split to fit it. */
 const SAFE_FRAME_PAYLOAD = 16384;
 /** A header block larger than this is refused (Node's own limit on header lists is 64 KiB). */
-const MAX_HEADER_BLOCK = 256 * 1024;
-
-export class Http2RewriteError extends Error {
-  override readonly name = "Http2RewriteError";
-}
+export const MAX_HEADER_BLOCK = 256 * 1024;
 
 /**
  * RFC 3986 authority characters (unreserved, sub-delims, ':', '@', '[', ']', '%'), which is also what
@@ -95,7 +94,6 @@ type State =
   | { readonly kind: "pass-payload"; remaining: number }
   | {
       readonly kind: "header-payload";
-      readonly header: Buffer;
       readonly type: number;
       readonly flags: number;
       readonly streamId: number;
@@ -104,8 +102,6 @@ type State =
   | { readonly kind: "pass-through" };
 
 interface PendingHeaderBlock {
-  /** The block's frames as received, headers included: forwarded as they are when nothing is rewritten. */
-  readonly received: Buffer[];
   readonly streamId: number;
   readonly endStream: boolean;
   readonly priority: Buffer | undefined;
@@ -123,7 +119,6 @@ export class Http2HeaderRewriter {
   private buffered: Buffer = Buffer.alloc(0);
   private pending: PendingHeaderBlock | undefined;
   private readonly decoder = new HpackDecoder();
-  private firstBlock = true;
 
   constructor(private readonly onRewrite: (rewrite: AuthorityRewrite) => void = () => undefined) {}
 
@@ -159,15 +154,12 @@ export class Http2HeaderRewriter {
             return output;
           }
           const header = this.take(FRAME_HEADER_LENGTH);
-          const length = header.readUIntBE(0, 3);
-          const type = header[3] as number;
-          const flags = header[4] as number;
-          const streamId = header.readUInt32BE(5) & 0x7fffffff;
+          const { length, type, flags, streamId } = readFrameHeader(header);
           if (this.pending !== undefined && type !== FRAME_CONTINUATION) {
             throw new Http2RewriteError(`expected a CONTINUATION frame, got frame type ${type}`);
           }
           if (type === FRAME_HEADERS || type === FRAME_CONTINUATION) {
-            this.state = { kind: "header-payload", header, type, flags, streamId, length };
+            this.state = { kind: "header-payload", type, flags, streamId, length };
           } else {
             if (type === FRAME_PUSH_PROMISE) {
               // Clients must not push; the server answers with a connection error. Stop parsing, as
@@ -205,12 +197,7 @@ export class Http2HeaderRewriter {
           }
           const payload = this.take(state.length);
           this.state = { kind: "frame-header" };
-          const block = this.acceptHeaderFrame(state, payload);
-          if (block !== undefined) {
-            output.push(...block.frames);
-            if (!block.rewritten) this.state = { kind: "pass-through" };
-            this.firstBlock = false;
-          }
+          output.push(...this.acceptHeaderFrame(state, payload));
           continue;
         }
       }
@@ -223,32 +210,14 @@ export class Http2HeaderRewriter {
     return taken;
   }
 
-  /**
-   * Collects a header block; when it is complete, returns the frames to forward: the received ones when
-   * nothing needed rewriting and this connection has not been rewritten yet, else the re-encoded block.
-   */
+  /** Collects a header block; when it is complete, returns it normalized and re-encoded, as frames. */
   private acceptHeaderFrame(
-    { header, type, flags, streamId }: { header: Buffer; type: number; flags: number; streamId: number },
+    { type, flags, streamId }: { type: number; flags: number; streamId: number },
     payload: Buffer,
-  ): { frames: Buffer[]; rewritten: boolean } | undefined {
+  ): Buffer[] {
     if (type === FRAME_HEADERS) {
-      let offset = 0;
-      let padLength = 0;
-      if ((flags & FLAG_PADDED) !== 0) {
-        padLength = payload[0] ?? 0;
-        offset = 1;
-      }
-      let priority: Buffer | undefined;
-      if ((flags & FLAG_PRIORITY) !== 0) {
-        priority = payload.subarray(offset, offset + 5);
-        offset += 5;
-      }
-      if (offset + padLength > payload.length) {
-        throw new Http2RewriteError("HEADERS padding longer than the frame");
-      }
-      const fragment = payload.subarray(offset, payload.length - padLength);
+      const { priority, fragment } = headersPayload(flags, payload);
       this.pending = {
-        received: [header, payload],
         streamId,
         endStream: (flags & FLAG_END_STREAM) !== 0,
         priority,
@@ -259,7 +228,6 @@ export class Http2HeaderRewriter {
       if (this.pending === undefined || this.pending.streamId !== streamId) {
         throw new Http2RewriteError("CONTINUATION frame without a header block in progress on its stream");
       }
-      this.pending.received.push(header, payload);
       this.pending.fragments.push(payload);
       this.pending.size += payload.length;
     }
@@ -267,7 +235,7 @@ export class Http2HeaderRewriter {
       throw new Http2RewriteError(`header block exceeds ${MAX_HEADER_BLOCK} bytes`);
     }
     if ((flags & FLAG_END_HEADERS) === 0) {
-      return undefined;
+      return [];
     }
     const block = this.pending;
     this.pending = undefined;
@@ -280,28 +248,16 @@ export class Http2HeaderRewriter {
       });
     }
     const normalized = normalizeAuthority(fields);
-    if (normalized.rewrites.length === 0 && this.firstBlock)
-      return { frames: block.received, rewritten: false };
     for (const rewrite of normalized.rewrites) {
       this.onRewrite(rewrite);
     }
-    const frames = frameHeaderBlock(
+    return frameHeaderBlock(
       block.streamId,
       block.endStream,
       block.priority,
       encodeWithoutIndexing(normalized.fields),
     );
-    return { frames, rewritten: true };
   }
-}
-
-function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
-  const header = Buffer.alloc(FRAME_HEADER_LENGTH);
-  header.writeUIntBE(length, 0, 3);
-  header[3] = type;
-  header[4] = flags;
-  header.writeUInt32BE(streamId & 0x7fffffff, 5);
-  return header;
 }
 
 /** HEADERS (+ CONTINUATION) frames carrying `block`, each within the minimum frame size. */
@@ -337,30 +293,16 @@ function frameHeaderBlock(
 export class AuthorityNormalizingConnection extends Duplex {
   private readonly rewriter: Http2HeaderRewriter;
 
+  /** `received`: what the handshake already read from the socket (from the client preface on). */
   constructor(
     private readonly socket: Socket,
+    received: Buffer,
     onRewrite?: (rewrite: AuthorityRewrite) => void,
-    onProtocolError?: (error: Http2RewriteError) => void,
+    private readonly onProtocolError?: (error: Http2RewriteError) => void,
   ) {
     super({ allowHalfOpen: false });
     this.rewriter = new Http2HeaderRewriter(onRewrite);
-    socket.on("data", (chunk: Buffer) => {
-      let output: Buffer[];
-      try {
-        output = this.rewriter.push(chunk);
-      } catch (error) {
-        if (error instanceof Http2RewriteError) {
-          onProtocolError?.(error);
-        }
-        this.destroy(error instanceof Error ? error : new Error(String(error)));
-        return;
-      }
-      for (const part of output) {
-        if (!this.push(part)) {
-          socket.pause();
-        }
-      }
-    });
+    socket.on("data", (chunk: Buffer) => this.receive(chunk));
     socket.on("end", () => this.push(null));
     socket.on("error", (error) => this.destroy(error));
     socket.on("close", () => {
@@ -368,6 +310,25 @@ export class AuthorityNormalizingConnection extends Duplex {
         this.destroy();
       }
     });
+    if (received.length > 0) this.receive(received);
+  }
+
+  private receive(chunk: Buffer): void {
+    let output: Buffer[];
+    try {
+      output = this.rewriter.push(chunk);
+    } catch (error) {
+      if (error instanceof Http2RewriteError) {
+        this.onProtocolError?.(error);
+      }
+      this.destroy(error instanceof Error ? error : new Error(String(error)));
+      return;
+    }
+    for (const part of output) {
+      if (!this.push(part)) {
+        this.socket.pause();
+      }
+    }
   }
 
   override _read(): void {

@@ -26,6 +26,7 @@ import { SecretRedactor } from "../csi/secrets.js";
 import type { ControllerHandlers, IdentityHandlers, NodeHandlers } from "../csi/types.js";
 import { errorMessage } from "../util/errors.js";
 import { AuthorityNormalizingConnection } from "./http2-authority.js";
+import { routeConnection } from "./http2-handshake.js";
 import { CONTROLLER_LOCK_KEYS, NODE_LOCK_KEYS, OperationLocks } from "./operation-locks.js";
 import { RpcPipeline, type InFlightCall, type RpcObserver } from "./pipeline.js";
 
@@ -105,8 +106,8 @@ export class CsiServer {
 
     await prepareSocketPath(options.socketPath, logger);
 
-    // grpc-js does not listen itself: connections are accepted here and injected after the
-    // :authority normalizer (see http2-authority.ts for why).
+    // grpc-js does not listen itself: connections are accepted here and injected, each either itself or
+    // through the :authority normalizer (see http2-handshake.ts and http2-authority.ts for why).
     const injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
     const sockets = new Set<net.Socket>();
     let shuttingDown = (): boolean => false;
@@ -117,17 +118,26 @@ export class CsiServer {
       }
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
-      const connection = new AuthorityNormalizingConnection(
-        socket,
-        (rewrite) =>
-          logger.debug(
-            { header: rewrite.header, from: rewrite.from ?? null, to: rewrite.to },
-            "replaced a client :authority that Node's HTTP/2 server would refuse",
-          ),
-        (error) => logger.warn({ err: error }, "closing a connection that sent invalid HTTP/2"),
-      );
-      connection.on("error", (error) => logger.debug({ err: error }, "client connection error"));
-      injector.injectConnection(connection);
+      const onProtocolError = (error: Error): void =>
+        logger.warn({ err: error }, "closing a connection that sent invalid HTTP/2");
+      routeConnection(socket, {
+        native: (client) => injector.injectConnection(client),
+        normalize: (client, received) => {
+          const connection = new AuthorityNormalizingConnection(
+            client,
+            received,
+            (rewrite) =>
+              logger.debug(
+                { header: rewrite.header, from: rewrite.from ?? null, to: rewrite.to },
+                "replaced a client :authority that Node's HTTP/2 server would refuse",
+              ),
+            onProtocolError,
+          );
+          connection.on("error", (error) => logger.debug({ err: error }, "client connection error"));
+          injector.injectConnection(connection);
+        },
+        protocolError: onProtocolError,
+      });
     });
 
     const socketInode = await new Promise<number>((resolve, reject) => {

@@ -175,7 +175,7 @@ export function http2GrpcCall(
   });
 }
 
-function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+export function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
   const header = Buffer.alloc(9);
   header.writeUIntBE(payload.length, 0, 3);
   header[3] = type;
@@ -186,11 +186,13 @@ function frame(type: number, flags: number, streamId: number, payload: Buffer): 
 
 /**
  * A unary gRPC call written frame by frame, for header lists Node's client will not produce (no
- * :authority at all). Responses are decoded with the project's HPACK decoder.
+ * :authority at all). Responses are decoded with the project's HPACK decoder. `waitForServerSettings`
+ * behaves as grpc-go does: only the preface and SETTINGS go out until the server's SETTINGS arrive.
  */
 export function rawFramesGrpcCall(
   socketPath: string,
   requestHeaders: readonly HeaderField[],
+  options: { waitForServerSettings?: boolean } = {},
 ): Promise<RawCallResult> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(socketPath);
@@ -213,15 +215,18 @@ export function rawFramesGrpcCall(
       socket.destroy();
       reject(new Error("raw HTTP/2 call timed out"));
     }, 5000);
+    const request = Buffer.concat([
+      frame(0x1, 0x4, 1, encodeWithoutIndexing(requestHeaders)), // HEADERS, END_HEADERS
+      frame(0x0, 0x1, 1, EMPTY_GRPC_MESSAGE), // DATA, END_STREAM
+    ]);
+    let requestSent = false;
     socket.on("connect", () => {
-      socket.write(
-        Buffer.concat([
-          Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1"),
-          frame(0x4, 0, 0, Buffer.alloc(0)), // SETTINGS
-          frame(0x1, 0x4, 1, encodeWithoutIndexing(requestHeaders)), // HEADERS, END_HEADERS
-          frame(0x0, 0x1, 1, EMPTY_GRPC_MESSAGE), // DATA, END_STREAM
-        ]),
-      );
+      const preface = Buffer.concat([
+        Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1"),
+        frame(0x4, 0, 0, Buffer.alloc(0)), // SETTINGS
+      ]);
+      requestSent = !options.waitForServerSettings;
+      socket.write(requestSent ? Buffer.concat([preface, request]) : preface);
     });
     socket.on("data", (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
@@ -236,6 +241,8 @@ export function rawFramesGrpcCall(
         buffered = buffered.subarray(9 + length);
         if (type === 0x4 && (flags & 0x1) === 0) {
           socket.write(frame(0x4, 0x1, 0, Buffer.alloc(0))); // SETTINGS ACK
+          if (!requestSent) socket.write(request);
+          requestSent = true;
         } else if (type === 0x1) {
           for (const field of decoder.decode(payload)) {
             if (field.name === ":status") httpStatus = Number(field.value);

@@ -12,16 +12,8 @@ import {
   isValidAuthority,
   normalizeAuthority,
 } from "../../../src/server/http2-authority.js";
-import { header, makeTempDir } from "./helpers.js";
-
-function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(streamId, 5);
-  return Buffer.concat([head, payload]);
-}
+import { routeConnection } from "../../../src/server/http2-handshake.js";
+import { frame, header, makeTempDir } from "./helpers.js";
 
 interface ParsedFrame {
   type: number;
@@ -176,22 +168,20 @@ describe("HTTP/2 :authority normalization", () => {
       assert.equal(fields[2]?.value.length, 40_000);
     });
 
-    it("forwards a connection byte for byte once its first request's authority is valid", () => {
+    it("re-encodes every header block of a connection, valid ones too, so both HPACK tables stay in step", () => {
       const { rewrites, rewriter } = recordingRewriter();
-      const first = requestBlock("/csi.v1.Controller/CreateVolume", "localhost");
-      // Later blocks are not decoded: this one's invalid authority reaches the server as sent.
-      const later = encodeWithoutIndexing([header(":method", "POST"), header(":authority", "/x.sock")]);
       const input = Buffer.concat([
         CLIENT_PREFACE,
-        frame(0x4, 0, 0, Buffer.alloc(0)),
-        frame(0x1, 0x1, 1, first.subarray(0, 7)), // split over a CONTINUATION
-        frame(0x9, 0x4, 1, first.subarray(7)),
-        frame(0x0, 0x1, 1, Buffer.from("data")),
-        frame(0x1, 0x4 | 0x1, 3, later),
+        frame(0x1, 0x4, 1, requestBlock("/csi.v1.Identity/Probe", "/x.sock")),
+        frame(0x1, 0x4, 3, requestBlock("/csi.v1.Identity/Probe", "localhost")),
       ]);
-      const output = Buffer.concat([...input].flatMap((byte) => rewriter.push(Buffer.from([byte]))));
-      assert.deepEqual(output, input);
-      assert.equal(rewrites.length, 0);
+      const frames = parseFrames(Buffer.concat(rewriter.push(input)).subarray(CLIENT_PREFACE.length));
+      const decoder = new HpackDecoder();
+      assert.deepEqual(
+        frames.map((f) => decoder.decode(f.payload).find((field) => field.name === ":authority")?.value),
+        ["localhost", "localhost"],
+      );
+      assert.equal(rewrites.length, 1, "only the invalid authority is reported");
     });
 
     it("passes a connection that does not start with the HTTP/2 preface through untouched", () => {
@@ -222,14 +212,15 @@ describe("HTTP/2 :authority normalization", () => {
   });
 
   // Node's client encodes with nghttp2: Huffman where shorter, the dynamic table for repeats, eviction
-  // once the 4 KiB table fills. The server behind the rewriter must see exactly what was sent, both on a
-  // connection it rewrites (the first request's authority is a socket path) and on one it passes through.
+  // once the 4 KiB table fills. Behind the handshake, the server must see exactly what was sent, both on a
+  // connection that is rewritten (the first request's authority is a socket path) and on one it reads
+  // itself.
   for (const { connection, authorityOf } of [
     {
       connection: "rewritten",
       authorityOf: (i: number, socketPath: string) => (i % 2 === 0 ? socketPath : "localhost"),
     },
-    { connection: "passed through", authorityOf: () => "localhost" },
+    { connection: "read natively", authorityOf: () => "localhost" },
   ])
     it(`delivers every request header unchanged (but :authority) from Node's HTTP/2 client, Huffman and dynamic table included, on a connection ${connection}`, async function () {
       this.timeout(20_000);
@@ -246,8 +237,19 @@ describe("HTTP/2 :authority normalization", () => {
         stream.respond({ ":status": 200 });
         stream.end();
       });
+      const routes: string[] = [];
       const front = net.createServer((socket) =>
-        server.emit("connection", new AuthorityNormalizingConnection(socket)),
+        routeConnection(socket, {
+          native: (client) => {
+            routes.push("native");
+            server.emit("connection", client);
+          },
+          normalize: (client, bytes) => {
+            routes.push("normalize");
+            server.emit("connection", new AuthorityNormalizingConnection(client, bytes));
+          },
+          protocolError: (error) => assert.fail(error),
+        }),
       );
       await new Promise<void>((resolve) => front.listen(socketPath, resolve));
       const session = http2.connect("http://localhost", { createConnection: () => net.connect(socketPath) });
@@ -283,6 +285,7 @@ describe("HTTP/2 :authority normalization", () => {
             stream.end();
           });
         }
+        assert.deepEqual(routes, [connection === "rewritten" ? "normalize" : "native"]);
         assert.equal(received.length, sent.length);
         received.forEach((headers, i) => {
           assert.equal(headers[":authority"], "localhost");

@@ -435,6 +435,25 @@ describe("CsiServer", () => {
       assert.equal(missing.resetCode, 1, "no :authority at all: PROTOCOL_ERROR too");
     });
 
+    for (const authority of ["localhost", "socket path"])
+      it(`answers a client that waits for the server's SETTINGS before its first request, as grpc-go does (:authority ${authority})`, async () => {
+        const { socketPath } = await startHarness();
+        const result = await rawFramesGrpcCall(
+          socketPath,
+          [
+            header(":method", "POST"),
+            header(":scheme", "http"),
+            header(":path", methodPath),
+            header(":authority", authority === "localhost" ? authority : socketPath),
+            header("content-type", "application/grpc"),
+            header("te", "trailers"),
+          ],
+          { waitForServerSettings: true },
+        );
+        assert.equal(result.resetCode, undefined);
+        assert.equal(result.grpcStatus, "0");
+      });
+
     for (const form of [
       "localhost",
       "socket path",

@@ -1,0 +1,68 @@
+/** HTTP/2 framing (RFC 9113 sections 3.4, 4 and 6), shared by the connection handshake and the `:authority` normalizer. */
+
+export const CLIENT_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+export const FRAME_HEADER_LENGTH = 9;
+
+export const FRAME_HEADERS = 0x1;
+export const FRAME_SETTINGS = 0x4;
+export const FRAME_PUSH_PROMISE = 0x5;
+export const FRAME_CONTINUATION = 0x9;
+
+export const FLAG_END_STREAM = 0x1;
+/** On a SETTINGS frame. */
+export const FLAG_ACK = 0x1;
+export const FLAG_END_HEADERS = 0x4;
+export const FLAG_PADDED = 0x8;
+export const FLAG_PRIORITY = 0x20;
+
+export interface FrameHeader {
+  readonly length: number;
+  readonly type: number;
+  readonly flags: number;
+  readonly streamId: number;
+}
+
+/** Thrown on bytes that are not valid HTTP/2: the connection should be closed, as the server would. */
+export class Http2RewriteError extends Error {
+  override readonly name = "Http2RewriteError";
+}
+
+export function readFrameHeader(bytes: Buffer, offset = 0): FrameHeader {
+  return {
+    length: bytes.readUIntBE(offset, 3),
+    type: bytes[offset + 3] as number,
+    flags: bytes[offset + 4] as number,
+    streamId: bytes.readUInt32BE(offset + 5) & 0x7fffffff,
+  };
+}
+
+export function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
+  const header = Buffer.alloc(FRAME_HEADER_LENGTH);
+  header.writeUIntBE(length, 0, 3);
+  header[3] = type;
+  header[4] = flags;
+  header.writeUInt32BE(streamId & 0x7fffffff, 5);
+  return header;
+}
+
+/** A HEADERS frame's payload without its padding: the priority fields (if flagged) and the block fragment. */
+export function headersPayload(
+  flags: number,
+  payload: Buffer,
+): { priority: Buffer | undefined; fragment: Buffer } {
+  let offset = 0;
+  let padLength = 0;
+  if ((flags & FLAG_PADDED) !== 0) {
+    padLength = payload[0] ?? 0;
+    offset = 1;
+  }
+  let priority: Buffer | undefined;
+  if ((flags & FLAG_PRIORITY) !== 0) {
+    priority = payload.subarray(offset, offset + 5);
+    offset += 5;
+  }
+  if (offset + padLength > payload.length) {
+    throw new Http2RewriteError("HEADERS padding longer than the frame");
+  }
+  return { priority, fragment: payload.subarray(offset, payload.length - padLength) };
+}
