@@ -21,6 +21,8 @@ import type { Socket } from "node:net";
 import { encodeWithoutIndexing, HpackDecoder, type HeaderField } from "./hpack.js";
 import {
   CLIENT_PREFACE,
+  DEFAULT_MAX_FRAME_SIZE,
+  FLAG_ACK,
   FLAG_END_HEADERS,
   FLAG_END_STREAM,
   FLAG_PRIORITY,
@@ -28,19 +30,17 @@ import {
   FRAME_HEADER_LENGTH,
   FRAME_HEADERS,
   FRAME_PUSH_PROMISE,
+  FRAME_SETTINGS,
   frameHeader,
-  headersPayload,
+  type HeaderBlock,
+  HeaderBlockAssembler,
   Http2RewriteError,
+  MAX_HEADER_BLOCK,
   readFrameHeader,
 } from "./http2-frames.js";
 
 export { CLIENT_PREFACE, Http2RewriteError };
 export const REPLACEMENT_AUTHORITY = "localhost";
-
-/** The smallest SETTINGS_MAX_FRAME_SIZE a peer may announce: re-encoded blocks are split to fit it. */
-const SAFE_FRAME_PAYLOAD = 16384;
-/** A header block larger than this is refused (Node's own limit on header lists is 64 KiB). */
-export const MAX_HEADER_BLOCK = 256 * 1024;
 
 /**
  * RFC 3986 authority characters (unreserved, sub-delims, ':', '@', '[', ']', '%'), which is also what
@@ -101,14 +101,6 @@ type State =
     }
   | { readonly kind: "pass-through" };
 
-interface PendingHeaderBlock {
-  readonly streamId: number;
-  readonly endStream: boolean;
-  readonly priority: Buffer | undefined;
-  readonly fragments: Buffer[];
-  size: number;
-}
-
 /**
  * Rewrites the client-to-server byte stream of one HTTP/2 connection. Feed it chunks in order; it
  * returns the bytes to forward. Throws {@link Http2RewriteError} on input that is not valid HTTP/2
@@ -117,10 +109,17 @@ interface PendingHeaderBlock {
 export class Http2HeaderRewriter {
   private state: State = { kind: "preface" };
   private buffered: Buffer = Buffer.alloc(0);
-  private pending: PendingHeaderBlock | undefined;
+  private readonly blocks = new HeaderBlockAssembler();
   private readonly decoder = new HpackDecoder();
 
-  constructor(private readonly onRewrite: (rewrite: AuthorityRewrite) => void = () => undefined) {}
+  /**
+   * `dropSettingsAck`: the client owes an ACK for a SETTINGS frame the server's session did not send (the
+   * handshake's, see http2-handshake.ts); the first SETTINGS ACK is then not forwarded.
+   */
+  constructor(
+    private readonly onRewrite: (rewrite: AuthorityRewrite) => void = () => undefined,
+    private dropSettingsAck = false,
+  ) {}
 
   push(chunk: Buffer): Buffer[] {
     const output: Buffer[] = [];
@@ -155,8 +154,10 @@ export class Http2HeaderRewriter {
           }
           const header = this.take(FRAME_HEADER_LENGTH);
           const { length, type, flags, streamId } = readFrameHeader(header);
-          if (this.pending !== undefined && type !== FRAME_CONTINUATION) {
-            throw new Http2RewriteError(`expected a CONTINUATION frame, got frame type ${type}`);
+          this.blocks.checkNext(type);
+          if (this.dropSettingsAck && isSettingsAck({ length, type, flags, streamId })) {
+            this.dropSettingsAck = false;
+            continue;
           }
           if (type === FRAME_HEADERS || type === FRAME_CONTINUATION) {
             this.state = { kind: "header-payload", type, flags, streamId, length };
@@ -197,7 +198,8 @@ export class Http2HeaderRewriter {
           }
           const payload = this.take(state.length);
           this.state = { kind: "frame-header" };
-          output.push(...this.acceptHeaderFrame(state, payload));
+          const block = this.blocks.add(state, payload);
+          if (block !== undefined) output.push(...this.rewrite(block));
           continue;
         }
       }
@@ -210,38 +212,11 @@ export class Http2HeaderRewriter {
     return taken;
   }
 
-  /** Collects a header block; when it is complete, returns it normalized and re-encoded, as frames. */
-  private acceptHeaderFrame(
-    { type, flags, streamId }: { type: number; flags: number; streamId: number },
-    payload: Buffer,
-  ): Buffer[] {
-    if (type === FRAME_HEADERS) {
-      const { priority, fragment } = headersPayload(flags, payload);
-      this.pending = {
-        streamId,
-        endStream: (flags & FLAG_END_STREAM) !== 0,
-        priority,
-        fragments: [fragment],
-        size: fragment.length,
-      };
-    } else {
-      if (this.pending === undefined || this.pending.streamId !== streamId) {
-        throw new Http2RewriteError("CONTINUATION frame without a header block in progress on its stream");
-      }
-      this.pending.fragments.push(payload);
-      this.pending.size += payload.length;
-    }
-    if (this.pending.size > MAX_HEADER_BLOCK) {
-      throw new Http2RewriteError(`header block exceeds ${MAX_HEADER_BLOCK} bytes`);
-    }
-    if ((flags & FLAG_END_HEADERS) === 0) {
-      return [];
-    }
-    const block = this.pending;
-    this.pending = undefined;
+  /** The block normalized and re-encoded, as frames. */
+  private rewrite({ streamId, endStream, priority, block }: HeaderBlock): Buffer[] {
     let fields: HeaderField[];
     try {
-      fields = this.decoder.decode(Buffer.concat(block.fragments));
+      fields = this.decoder.decode(block);
     } catch (error) {
       throw new Http2RewriteError(`cannot decode a header block: ${(error as Error).message}`, {
         cause: error,
@@ -251,13 +226,23 @@ export class Http2HeaderRewriter {
     for (const rewrite of normalized.rewrites) {
       this.onRewrite(rewrite);
     }
-    return frameHeaderBlock(
-      block.streamId,
-      block.endStream,
-      block.priority,
-      encodeWithoutIndexing(normalized.fields),
-    );
+    return frameHeaderBlock(streamId, endStream, priority, encodeWithoutIndexing(normalized.fields));
   }
+}
+
+/** An acknowledgement of SETTINGS, as a client sends it (empty, on the connection's stream 0). */
+export function isSettingsAck(frame: {
+  type: number;
+  flags: number;
+  streamId: number;
+  length: number;
+}): boolean {
+  return (
+    frame.type === FRAME_SETTINGS &&
+    (frame.flags & FLAG_ACK) !== 0 &&
+    frame.length === 0 &&
+    frame.streamId === 0
+  );
 }
 
 /** HEADERS (+ CONTINUATION) frames carrying `block`, each within the minimum frame size. */
@@ -268,7 +253,7 @@ function frameHeaderBlock(
   block: Buffer,
 ): Buffer[] {
   const frames: Buffer[] = [];
-  const firstCapacity = SAFE_FRAME_PAYLOAD - (priority?.length ?? 0);
+  const firstCapacity = DEFAULT_MAX_FRAME_SIZE - (priority?.length ?? 0);
   let offset = Math.min(block.length, firstCapacity);
   const first = block.subarray(0, offset);
   let flags = (endStream ? FLAG_END_STREAM : 0) | (priority === undefined ? 0 : FLAG_PRIORITY);
@@ -278,7 +263,7 @@ function frameHeaderBlock(
   const firstPayload = priority === undefined ? first : Buffer.concat([priority, first]);
   frames.push(frameHeader(firstPayload.length, FRAME_HEADERS, flags, streamId), firstPayload);
   while (offset < block.length) {
-    const next = block.subarray(offset, offset + SAFE_FRAME_PAYLOAD);
+    const next = block.subarray(offset, offset + DEFAULT_MAX_FRAME_SIZE);
     offset += next.length;
     const continuationFlags = offset === block.length ? FLAG_END_HEADERS : 0;
     frames.push(frameHeader(next.length, FRAME_CONTINUATION, continuationFlags, streamId), next);
@@ -293,15 +278,19 @@ function frameHeaderBlock(
 export class AuthorityNormalizingConnection extends Duplex {
   private readonly rewriter: Http2HeaderRewriter;
 
-  /** `received`: what the handshake already read from the socket (from the client preface on). */
+  /**
+   * `received`: what the handshake already read from the socket (from the client preface on);
+   * `settingsAckOwed`: the client has yet to acknowledge the handshake's SETTINGS.
+   */
   constructor(
     private readonly socket: Socket,
     received: Buffer,
+    settingsAckOwed: boolean,
     onRewrite?: (rewrite: AuthorityRewrite) => void,
     private readonly onProtocolError?: (error: Http2RewriteError) => void,
   ) {
     super({ allowHalfOpen: false });
-    this.rewriter = new Http2HeaderRewriter(onRewrite);
+    this.rewriter = new Http2HeaderRewriter(onRewrite, settingsAckOwed);
     socket.on("data", (chunk: Buffer) => this.receive(chunk));
     socket.on("end", () => this.push(null));
     socket.on("error", (error) => this.destroy(error));

@@ -2,6 +2,10 @@
 
 export const CLIENT_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 export const FRAME_HEADER_LENGTH = 9;
+/** SETTINGS_MAX_FRAME_SIZE until a peer announces more, and the least it may announce. */
+export const DEFAULT_MAX_FRAME_SIZE = 16384;
+/** A header block larger than this is refused (Node's own limit on header lists is 64 KiB). */
+export const MAX_HEADER_BLOCK = 256 * 1024;
 
 export const FRAME_HEADERS = 0x1;
 export const FRAME_SETTINGS = 0x4;
@@ -46,10 +50,7 @@ export function frameHeader(length: number, type: number, flags: number, streamI
 }
 
 /** A HEADERS frame's payload without its padding: the priority fields (if flagged) and the block fragment. */
-export function headersPayload(
-  flags: number,
-  payload: Buffer,
-): { priority: Buffer | undefined; fragment: Buffer } {
+function headersPayload(flags: number, payload: Buffer): { priority: Buffer | undefined; fragment: Buffer } {
   let offset = 0;
   let padLength = 0;
   if ((flags & FLAG_PADDED) !== 0) {
@@ -65,4 +66,59 @@ export function headersPayload(
     throw new Http2RewriteError("HEADERS padding longer than the frame");
   }
   return { priority, fragment: payload.subarray(offset, payload.length - padLength) };
+}
+
+/** A complete header block: a HEADERS frame's fields and the fragments of it and its CONTINUATION frames. */
+export interface HeaderBlock {
+  readonly streamId: number;
+  readonly endStream: boolean;
+  readonly priority: Buffer | undefined;
+  readonly block: Buffer;
+}
+
+/** Collects header blocks frame by frame; no other frame may come between a HEADERS and its CONTINUATIONs. */
+export class HeaderBlockAssembler {
+  private pending:
+    | {
+        streamId: number;
+        endStream: boolean;
+        priority: Buffer | undefined;
+        fragments: Buffer[];
+        size: number;
+      }
+    | undefined;
+
+  /** Throws when a frame of `type` would interrupt a block in progress. */
+  checkNext(type: number): void {
+    if (this.pending !== undefined && type !== FRAME_CONTINUATION) {
+      throw new Http2RewriteError(`expected a CONTINUATION frame, got frame type ${type}`);
+    }
+  }
+
+  /** Adds a HEADERS or CONTINUATION frame; returns the block once its END_HEADERS frame is in. */
+  add({ type, flags, streamId }: FrameHeader, payload: Buffer): HeaderBlock | undefined {
+    if (type === FRAME_HEADERS) {
+      const { priority, fragment } = headersPayload(flags, payload);
+      this.pending = {
+        streamId,
+        endStream: (flags & FLAG_END_STREAM) !== 0,
+        priority,
+        fragments: [fragment],
+        size: fragment.length,
+      };
+    } else {
+      if (this.pending === undefined || this.pending.streamId !== streamId) {
+        throw new Http2RewriteError("CONTINUATION frame without a header block in progress on its stream");
+      }
+      this.pending.fragments.push(payload);
+      this.pending.size += payload.length;
+    }
+    if (this.pending.size > MAX_HEADER_BLOCK) {
+      throw new Http2RewriteError(`header block exceeds ${MAX_HEADER_BLOCK} bytes`);
+    }
+    if ((flags & FLAG_END_HEADERS) === 0) return undefined;
+    const { streamId: id, endStream, priority, fragments } = this.pending;
+    this.pending = undefined;
+    return { streamId: id, endStream, priority, block: Buffer.concat(fragments) };
+  }
 }

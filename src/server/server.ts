@@ -44,6 +44,8 @@ export interface CsiServerOptions {
   readonly controller?: ControllerHandlers;
   readonly node?: NodeHandlers;
   readonly shutdownTimeoutMs?: number;
+  /** How long a new connection may take to send its first request (see http2-handshake.ts). */
+  readonly handshakeWaitMs?: number;
   /** Told about every answered call (metrics). */
   readonly rpcObserver?: RpcObserver;
 }
@@ -120,24 +122,34 @@ export class CsiServer {
       socket.once("close", () => sockets.delete(socket));
       const onProtocolError = (error: Error): void =>
         logger.warn({ err: error }, "closing a connection that sent invalid HTTP/2");
-      routeConnection(socket, {
-        native: (client) => injector.injectConnection(client),
-        normalize: (client, received) => {
-          const connection = new AuthorityNormalizingConnection(
-            client,
-            received,
-            (rewrite) =>
-              logger.debug(
-                { header: rewrite.header, from: rewrite.from ?? null, to: rewrite.to },
-                "replaced a client :authority that Node's HTTP/2 server would refuse",
-              ),
-            onProtocolError,
-          );
-          connection.on("error", (error) => logger.debug({ err: error }, "client connection error"));
-          injector.injectConnection(connection);
+      routeConnection(
+        socket,
+        {
+          // A connection still in its handshake when shutdown began is not handed to a stopped server.
+          native: (client) => (shuttingDown() ? client.destroy() : injector.injectConnection(client)),
+          normalize: (client, received, settingsAckOwed) => {
+            if (shuttingDown()) {
+              client.destroy();
+              return;
+            }
+            const connection = new AuthorityNormalizingConnection(
+              client,
+              received,
+              settingsAckOwed,
+              (rewrite) =>
+                logger.debug(
+                  { header: rewrite.header, from: rewrite.from ?? null, to: rewrite.to },
+                  "replaced a client :authority that Node's HTTP/2 server would refuse",
+                ),
+              onProtocolError,
+            );
+            connection.on("error", (error) => logger.debug({ err: error }, "client connection error"));
+            injector.injectConnection(connection);
+          },
+          protocolError: onProtocolError,
         },
-        protocolError: onProtocolError,
-      });
+        options.handshakeWaitMs,
+      );
     });
 
     const socketInode = await new Promise<number>((resolve, reject) => {

@@ -129,6 +129,13 @@ export interface RawCallResult {
   readonly resetCode: number | undefined;
 }
 
+export interface RawFramesCallResult extends RawCallResult {
+  /** Calls answered with trailers on the connection. */
+  readonly answered: number;
+  /** GOAWAY error code when the server closed the connection with one. */
+  readonly goAwayCode: number | undefined;
+}
+
 /**
  * A unary gRPC call made with Node's HTTP/2 client, which sends whatever :authority it is given (the
  * client side does not validate it), as old grpc-go clients did.
@@ -187,13 +194,16 @@ export function frame(type: number, flags: number, streamId: number, payload: Bu
 /**
  * A unary gRPC call written frame by frame, for header lists Node's client will not produce (no
  * :authority at all). Responses are decoded with the project's HPACK decoder. `waitForServerSettings`
- * behaves as grpc-go does: only the preface and SETTINGS go out until the server's SETTINGS arrive.
+ * behaves as grpc-go does: only the preface and SETTINGS go out until the server's SETTINGS arrive;
+ * `idleMs` then waits that long before sending the request (and the ACK of those SETTINGS too, with
+ * `ackAfterIdle`). `calls` makes that many calls one after the other on the connection (the result is
+ * the last one's).
  */
 export function rawFramesGrpcCall(
   socketPath: string,
   requestHeaders: readonly HeaderField[],
-  options: { waitForServerSettings?: boolean } = {},
-): Promise<RawCallResult> {
+  options: { waitForServerSettings?: boolean; idleMs?: number; ackAfterIdle?: boolean; calls?: number } = {},
+): Promise<RawFramesCallResult> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(socketPath);
     const decoder = new HpackDecoder();
@@ -203,22 +213,28 @@ export function rawFramesGrpcCall(
     let grpcMessage: string | undefined;
     let body = Buffer.alloc(0);
     let resetCode: number | undefined;
+    let answered = 0;
+    let goAwayCode: number | undefined;
     let done = false;
     const finish = (): void => {
       if (!done) {
         done = true;
         socket.destroy();
-        resolve({ httpStatus, grpcStatus, grpcMessage, body, resetCode });
+        resolve({ httpStatus, grpcStatus, grpcMessage, body, resetCode, answered, goAwayCode });
       }
     };
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error("raw HTTP/2 call timed out"));
-    }, 5000);
-    const request = Buffer.concat([
-      frame(0x1, 0x4, 1, encodeWithoutIndexing(requestHeaders)), // HEADERS, END_HEADERS
-      frame(0x0, 0x1, 1, EMPTY_GRPC_MESSAGE), // DATA, END_STREAM
-    ]);
+    const timer = setTimeout(
+      () => {
+        socket.destroy();
+        reject(new Error("raw HTTP/2 call timed out"));
+      },
+      5000 + (options.idleMs ?? 0),
+    );
+    const request = (streamId: number): Buffer =>
+      Buffer.concat([
+        frame(0x1, 0x4, streamId, encodeWithoutIndexing(requestHeaders)), // HEADERS, END_HEADERS
+        frame(0x0, 0x1, streamId, EMPTY_GRPC_MESSAGE), // DATA, END_STREAM
+      ]);
     let requestSent = false;
     socket.on("connect", () => {
       const preface = Buffer.concat([
@@ -226,7 +242,7 @@ export function rawFramesGrpcCall(
         frame(0x4, 0, 0, Buffer.alloc(0)), // SETTINGS
       ]);
       requestSent = !options.waitForServerSettings;
-      socket.write(requestSent ? Buffer.concat([preface, request]) : preface);
+      socket.write(requestSent ? Buffer.concat([preface, request(1)]) : preface);
     });
     socket.on("data", (chunk: Buffer) => {
       buffered = Buffer.concat([buffered, chunk]);
@@ -240,8 +256,13 @@ export function rawFramesGrpcCall(
         const payload = buffered.subarray(9, 9 + length);
         buffered = buffered.subarray(9 + length);
         if (type === 0x4 && (flags & 0x1) === 0) {
-          socket.write(frame(0x4, 0x1, 0, Buffer.alloc(0))); // SETTINGS ACK
-          if (!requestSent) socket.write(request);
+          const acknowledge = (): boolean => socket.write(frame(0x4, 0x1, 0, Buffer.alloc(0))); // SETTINGS ACK
+          const sendRequest = (): void => {
+            if (options.ackAfterIdle) acknowledge();
+            socket.write(request(1));
+          };
+          if (requestSent || !options.ackAfterIdle) acknowledge();
+          if (!requestSent) setTimeout(sendRequest, options.idleMs ?? 0);
           requestSent = true;
         } else if (type === 0x1) {
           for (const field of decoder.decode(payload)) {
@@ -250,8 +271,13 @@ export function rawFramesGrpcCall(
             if (field.name === "grpc-message") grpcMessage = field.value;
           }
           if ((flags & 0x1) !== 0) {
-            clearTimeout(timer);
-            finish();
+            answered++;
+            if (answered < (options.calls ?? 1)) {
+              socket.write(request(2 * answered + 1));
+            } else {
+              clearTimeout(timer);
+              finish();
+            }
           }
         } else if (type === 0x0) {
           body = Buffer.concat([body, payload]);
@@ -260,6 +286,7 @@ export function rawFramesGrpcCall(
           clearTimeout(timer);
           finish();
         } else if (type === 0x7) {
+          goAwayCode = payload.readUInt32BE(4);
           clearTimeout(timer);
           finish();
         }

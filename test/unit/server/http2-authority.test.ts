@@ -184,6 +184,14 @@ describe("HTTP/2 :authority normalization", () => {
       assert.equal(rewrites.length, 1, "only the invalid authority is reported");
     });
 
+    it("drops the first SETTINGS ACK when told the client owes one the server's session did not ask for", () => {
+      const ack = frame(0x4, 0x1, 0, Buffer.alloc(0));
+      const input = Buffer.concat([CLIENT_PREFACE, frame(0x4, 0, 0, Buffer.alloc(0)), ack, ack]);
+      const output = Buffer.concat(new Http2HeaderRewriter(undefined, true).push(input));
+      assert.deepEqual(output, Buffer.concat([CLIENT_PREFACE, frame(0x4, 0, 0, Buffer.alloc(0)), ack]));
+      assert.deepEqual(Buffer.concat(new Http2HeaderRewriter().push(input)), input, "and only then");
+    });
+
     it("passes a connection that does not start with the HTTP/2 preface through untouched", () => {
       const rewriter = new Http2HeaderRewriter();
       const input = Buffer.from("GET / HTTP/1.1\r\nHost: /x\r\n\r\n");
@@ -244,9 +252,9 @@ describe("HTTP/2 :authority normalization", () => {
             routes.push("native");
             server.emit("connection", client);
           },
-          normalize: (client, bytes) => {
+          normalize: (client, bytes, settingsAckOwed) => {
             routes.push("normalize");
-            server.emit("connection", new AuthorityNormalizingConnection(client, bytes));
+            server.emit("connection", new AuthorityNormalizingConnection(client, bytes, settingsAckOwed));
           },
           protocolError: (error) => assert.fail(error),
         }),

@@ -46,7 +46,20 @@ describe("HTTP/2 connection handshake", () => {
     ]);
     const { outcome, consumed } = feedBytewise(Buffer.concat([beforeAck, SETTINGS_ACK, WINDOW_UPDATE]));
     assert.equal(consumed, beforeAck.length + SETTINGS_ACK.length, "decided at the end of the ACK");
-    assert.deepEqual(outcome, { route: "native", received: beforeAck });
+    assert.deepEqual(outcome, { route: "native", received: beforeAck, settingsAckOwed: false });
+  });
+
+  it("keeps what came after the deciding frame in the same chunk", () => {
+    const headers = frame(0x1, 0x4, 1, requestBlock("localhost"));
+    const data = frame(0x0, 0x1, 1, Buffer.alloc(5));
+    const outcome = new HandshakeReader().push(
+      Buffer.concat([CLIENT_PREFACE, SETTINGS, SETTINGS_ACK, headers, data, WINDOW_UPDATE]),
+    );
+    assert.deepEqual(outcome, {
+      route: "native",
+      received: Buffer.concat([CLIENT_PREFACE, SETTINGS, headers, data, WINDOW_UPDATE]),
+      settingsAckOwed: false,
+    });
   });
 
   it("decides at the end of the first header block when the ACK came first, and cuts the ACK out", () => {
@@ -57,6 +70,7 @@ describe("HTTP/2 connection handshake", () => {
     assert.deepEqual(outcome, {
       route: "native",
       received: Buffer.concat([CLIENT_PREFACE, SETTINGS, WINDOW_UPDATE, headers]),
+      settingsAckOwed: false,
     });
   });
 
@@ -71,12 +85,37 @@ describe("HTTP/2 connection handshake", () => {
       assert.deepEqual(reader.push(SETTINGS_ACK), {
         route: "normalize",
         received: Buffer.concat([CLIENT_PREFACE, SETTINGS, headers]),
+        settingsAckOwed: false,
       });
     });
 
   it("hands a client that does not speak HTTP/2 to the session unchanged, for it to refuse", () => {
     const input = Buffer.from("GET / HTTP/1.1\r\nHost: /x\r\n\r\n");
-    assert.deepEqual(new HandshakeReader().push(input), { route: "native", received: input });
+    assert.deepEqual(new HandshakeReader().push(input), {
+      route: "native",
+      received: input,
+      settingsAckOwed: false,
+    });
+  });
+
+  it("gives up to the normalizer with what it has, saying whether the ACK is still owed", () => {
+    const headers = frame(0x1, 0x4, 1, requestBlock("localhost"));
+    const waiting = new HandshakeReader();
+    assert.equal(waiting.push(Buffer.concat([CLIENT_PREFACE, SETTINGS, headers])), undefined);
+    assert.deepEqual(waiting.giveUp(), {
+      route: "normalize",
+      received: Buffer.concat([CLIENT_PREFACE, SETTINGS, headers]),
+      settingsAckOwed: true,
+    });
+    const idle = new HandshakeReader();
+    // An ACK on a stream other than 0 is not the acknowledgement: it stays for the session to refuse.
+    const strayAck = frame(0x4, 0x1, 1, Buffer.alloc(0));
+    assert.equal(idle.push(Buffer.concat([CLIENT_PREFACE, SETTINGS, strayAck, SETTINGS_ACK])), undefined);
+    assert.deepEqual(idle.giveUp(), {
+      route: "normalize",
+      received: Buffer.concat([CLIENT_PREFACE, SETTINGS, strayAck]),
+      settingsAckOwed: false,
+    });
   });
 
   it("refuses invalid HTTP/2 and a client that sends too much without finishing its handshake", () => {
@@ -102,6 +141,15 @@ describe("HTTP/2 connection handshake", () => {
       /expected a CONTINUATION/,
     );
     refuses(Buffer.concat([CLIENT_PREFACE, frame(0x5, 0x4, 1, Buffer.alloc(4))]), /PUSH_PROMISE/);
+    refuses(
+      Buffer.concat([CLIENT_PREFACE, frame(0x1, 0, 1, Buffer.from([0x82])), SETTINGS_ACK]),
+      /expected a CONTINUATION/,
+    );
+    // Refused from its header alone: nothing larger than 16 KiB may come before the server allows it.
+    refuses(
+      Buffer.concat([CLIENT_PREFACE, frame(0x0, 0, 1, Buffer.alloc(16_385)).subarray(0, 9)]),
+      /exceeds 16384/,
+    );
     const data = frame(0x0, 0, 1, Buffer.alloc(16_384));
     const flood = Buffer.concat([
       CLIENT_PREFACE,
@@ -110,25 +158,52 @@ describe("HTTP/2 connection handshake", () => {
     refuses(flood, /without both acknowledging the server's SETTINGS and completing/);
   });
 
-  it("sends the server's preface as soon as a client connects, before the client sends anything", async () => {
+  /** Runs `test` with a client connected to a server that routes connections but expects none routed. */
+  async function withUnroutedClient(
+    onProtocolError: (error: Error) => void,
+    test: (client: net.Socket) => Promise<void>,
+  ): Promise<void> {
     const { dir, cleanup } = makeTempDir();
     const socketPath = path.join(dir, "h.sock");
     const server = net.createServer((socket) =>
       routeConnection(socket, {
-        native: () => assert.fail("no request was sent"),
-        normalize: () => assert.fail("no request was sent"),
-        protocolError: (error) => assert.fail(error),
+        native: () => assert.fail("not routed"),
+        normalize: () => assert.fail("not routed"),
+        protocolError: onProtocolError,
       }),
     );
     await new Promise<void>((resolve) => server.listen(socketPath, resolve));
     const client = net.connect(socketPath);
     try {
-      const first = await new Promise<Buffer>((resolve) => client.once("data", resolve));
-      assert.deepEqual(first, EMPTY_SETTINGS);
+      await test(client);
     } finally {
       client.destroy();
       server.close();
       cleanup();
     }
+  }
+
+  it("reports a client that sends invalid HTTP/2 during the handshake and closes its connection", async () => {
+    const errors: Error[] = [];
+    await withUnroutedClient(
+      (error) => errors.push(error),
+      async (client) => {
+        client.write(Buffer.concat([CLIENT_PREFACE, frame(0x9, 0x4, 1, Buffer.alloc(0))]));
+        client.resume();
+        await new Promise((resolve) => client.once("close", resolve));
+      },
+    );
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]?.message ?? "", /CONTINUATION frame without/);
+  });
+
+  it("sends the server's preface as soon as a client connects, before the client sends anything", async () => {
+    await withUnroutedClient(
+      (error) => assert.fail(error),
+      async (client) => {
+        const first = await new Promise<Buffer>((resolve) => client.once("data", resolve));
+        assert.deepEqual(first, EMPTY_SETTINGS);
+      },
+    );
   });
 });

@@ -50,6 +50,7 @@ describe("CsiServer", () => {
       socketMode?: number;
       shutdownTimeoutMs?: number;
       socketName?: string;
+      handshakeWaitMs?: number;
     } = {},
   ): Promise<Harness> {
     const { dir, cleanup } = makeTempDir();
@@ -70,6 +71,7 @@ describe("CsiServer", () => {
       node: options.node,
       // Short, so that a test failing with a call still in flight does not stall the cleanup.
       shutdownTimeoutMs: options.shutdownTimeoutMs ?? 3000,
+      handshakeWaitMs: options.handshakeWaitMs,
     });
     cleanups.push(() => server.shutdown("test cleanup"));
     const clients = csiClients(socketPath);
@@ -435,23 +437,46 @@ describe("CsiServer", () => {
       assert.equal(missing.resetCode, 1, "no :authority at all: PROTOCOL_ERROR too");
     });
 
+    const grpcCallHeaders = (authority: string) => [
+      header(":method", "POST"),
+      header(":scheme", "http"),
+      header(":path", methodPath),
+      header(":authority", authority),
+      header("content-type", "application/grpc"),
+      header("te", "trailers"),
+    ];
+
     for (const authority of ["localhost", "socket path"])
       it(`answers a client that waits for the server's SETTINGS before its first request, as grpc-go does (:authority ${authority})`, async () => {
         const { socketPath } = await startHarness();
         const result = await rawFramesGrpcCall(
           socketPath,
-          [
-            header(":method", "POST"),
-            header(":scheme", "http"),
-            header(":path", methodPath),
-            header(":authority", authority === "localhost" ? authority : socketPath),
-            header("content-type", "application/grpc"),
-            header("te", "trailers"),
-          ],
-          { waitForServerSettings: true },
+          grpcCallHeaders(authority === "localhost" ? authority : socketPath),
+          { waitForServerSettings: true, calls: 2 },
         );
-        assert.equal(result.resetCode, undefined);
-        assert.equal(result.grpcStatus, "0");
+        // Two calls and no GOAWAY: the session took no ACK it did not ask for.
+        assert.deepEqual(
+          { answered: result.answered, grpcStatus: result.grpcStatus, goAway: result.goAwayCode },
+          { answered: 2, grpcStatus: "0", goAway: undefined },
+        );
+      });
+
+    for (const acknowledged of [true, false])
+      it(`serves a connection that sends no request in time through the normalizer (SETTINGS ${acknowledged ? "acknowledged" : "not yet acknowledged"} by then)`, async () => {
+        const { socketPath, log } = await startHarness({ handshakeWaitMs: 100 });
+        const connected = Date.now();
+        const result = await rawFramesGrpcCall(socketPath, grpcCallHeaders(socketPath), {
+          waitForServerSettings: true,
+          idleMs: 400,
+          ackAfterIdle: !acknowledged,
+          calls: 2,
+        });
+        assert.deepEqual(
+          { answered: result.answered, grpcStatus: result.grpcStatus, goAway: result.goAwayCode },
+          { answered: 2, grpcStatus: "0", goAway: undefined },
+        );
+        assert.ok(Date.now() - connected >= 400);
+        assert.ok(log.text().includes("replaced a client :authority"), "served through the normalizer");
       });
 
     for (const form of [
