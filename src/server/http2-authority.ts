@@ -22,7 +22,6 @@ import { encodeWithoutIndexing, HpackDecoder, type HeaderField } from "./hpack.j
 import {
   CLIENT_PREFACE,
   DEFAULT_MAX_FRAME_SIZE,
-  FLAG_ACK,
   FLAG_END_HEADERS,
   FLAG_END_STREAM,
   FLAG_PRIORITY,
@@ -30,11 +29,11 @@ import {
   FRAME_HEADER_LENGTH,
   FRAME_HEADERS,
   FRAME_PUSH_PROMISE,
-  FRAME_SETTINGS,
   frameHeader,
   type HeaderBlock,
   HeaderBlockAssembler,
   Http2RewriteError,
+  isSettingsAck,
   MAX_HEADER_BLOCK,
   readFrameHeader,
 } from "./http2-frames.js";
@@ -214,14 +213,7 @@ export class Http2HeaderRewriter {
 
   /** The block normalized and re-encoded, as frames. */
   private rewrite({ streamId, endStream, priority, block }: HeaderBlock): Buffer[] {
-    let fields: HeaderField[];
-    try {
-      fields = this.decoder.decode(block);
-    } catch (error) {
-      throw new Http2RewriteError(`cannot decode a header block: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
+    const fields = decodeHeaderBlock(this.decoder, block);
     const normalized = normalizeAuthority(fields);
     for (const rewrite of normalized.rewrites) {
       this.onRewrite(rewrite);
@@ -230,19 +222,15 @@ export class Http2HeaderRewriter {
   }
 }
 
-/** An acknowledgement of SETTINGS, as a client sends it (empty, on the connection's stream 0). */
-export function isSettingsAck(frame: {
-  type: number;
-  flags: number;
-  streamId: number;
-  length: number;
-}): boolean {
-  return (
-    frame.type === FRAME_SETTINGS &&
-    (frame.flags & FLAG_ACK) !== 0 &&
-    frame.length === 0 &&
-    frame.streamId === 0
-  );
+/** A header block's fields; a block HPACK cannot decode is a protocol error. */
+export function decodeHeaderBlock(decoder: HpackDecoder, block: Buffer): HeaderField[] {
+  try {
+    return decoder.decode(block);
+  } catch (error) {
+    throw new Http2RewriteError(`cannot decode a header block: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
 }
 
 /** HEADERS (+ CONTINUATION) frames carrying `block`, each within the minimum frame size. */

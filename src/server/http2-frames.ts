@@ -40,6 +40,16 @@ export function readFrameHeader(bytes: Buffer, offset = 0): FrameHeader {
   };
 }
 
+/** An acknowledgement of SETTINGS, as a client sends it (empty, on the connection's stream 0). */
+export function isSettingsAck(frame: FrameHeader): boolean {
+  return (
+    frame.type === FRAME_SETTINGS &&
+    (frame.flags & FLAG_ACK) !== 0 &&
+    frame.length === 0 &&
+    frame.streamId === 0
+  );
+}
+
 export function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
   const header = Buffer.alloc(FRAME_HEADER_LENGTH);
   header.writeUIntBE(length, 0, 3);

@@ -23,7 +23,7 @@
 import type { Socket } from "node:net";
 
 import { HpackDecoder } from "./hpack.js";
-import { isSettingsAck, normalizeAuthority } from "./http2-authority.js";
+import { decodeHeaderBlock, normalizeAuthority } from "./http2-authority.js";
 import {
   CLIENT_PREFACE,
   DEFAULT_MAX_FRAME_SIZE,
@@ -36,6 +36,7 @@ import {
   frameHeader,
   HeaderBlockAssembler,
   Http2RewriteError,
+  isSettingsAck,
   MAX_HEADER_BLOCK,
   readFrameHeader,
 } from "./http2-frames.js";
@@ -143,15 +144,8 @@ export class HandshakeReader {
     if (frame.type !== FRAME_HEADERS && frame.type !== FRAME_CONTINUATION) return;
     const block = this.blocks.add(frame, payload);
     if (block === undefined) return;
-    let valid: boolean;
-    try {
-      valid = normalizeAuthority(new HpackDecoder().decode(block.block)).rewrites.length === 0;
-    } catch (error) {
-      throw new Http2RewriteError(`cannot decode a header block: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
-    this.authorityValid = valid;
+    const fields = decodeHeaderBlock(new HpackDecoder(), block.block);
+    this.authorityValid = normalizeAuthority(fields).rewrites.length === 0;
   }
 }
 
