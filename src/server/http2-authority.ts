@@ -34,7 +34,6 @@ import {
   HeaderBlockAssembler,
   Http2RewriteError,
   isSettingsAck,
-  MAX_HEADER_BLOCK,
   readFrameHeader,
 } from "./http2-frames.js";
 
@@ -108,6 +107,9 @@ type State =
 export class Http2HeaderRewriter {
   private state: State = { kind: "preface" };
   private buffered: Buffer = Buffer.alloc(0);
+  /** Chunks of a header frame still incomplete, kept apart and joined once (not each copied onto the rest). */
+  private readonly waiting: Buffer[] = [];
+  private waitingBytes = 0;
   private readonly blocks = new HeaderBlockAssembler();
   private readonly decoder = new HpackDecoder();
 
@@ -121,8 +123,24 @@ export class Http2HeaderRewriter {
   ) {}
 
   push(chunk: Buffer): Buffer[] {
+    const state = this.state;
+    if (
+      state.kind === "header-payload" &&
+      this.buffered.length + this.waitingBytes + chunk.length < state.length
+    ) {
+      this.waiting.push(chunk);
+      this.waitingBytes += chunk.length;
+      return [];
+    }
+    if (this.buffered.length === 0 && this.waiting.length === 0) this.buffered = chunk;
+    else this.buffered = Buffer.concat([this.buffered, ...this.waiting, chunk]);
+    this.waiting.length = 0;
+    this.waitingBytes = 0;
+    return this.parse();
+  }
+
+  private parse(): Buffer[] {
     const output: Buffer[] = [];
-    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
     for (;;) {
       const state = this.state;
       switch (state.kind) {
@@ -159,6 +177,13 @@ export class Http2HeaderRewriter {
             continue;
           }
           if (type === FRAME_HEADERS || type === FRAME_CONTINUATION) {
+            // grpc-js's session announces no larger frame size, so it would refuse this frame too; refused
+            // from its header, its payload is never buffered (a chunk at a time, each copied onto the rest).
+            if (length > DEFAULT_MAX_FRAME_SIZE) {
+              throw new Http2RewriteError(
+                `a header frame of ${length} bytes exceeds ${DEFAULT_MAX_FRAME_SIZE}`,
+              );
+            }
             this.state = { kind: "header-payload", type, flags, streamId, length };
           } else {
             if (type === FRAME_PUSH_PROMISE) {
@@ -188,11 +213,6 @@ export class Http2HeaderRewriter {
         }
         case "header-payload": {
           if (this.buffered.length < state.length) {
-            if (state.length > MAX_HEADER_BLOCK) {
-              throw new Http2RewriteError(
-                `header frame of ${state.length} bytes exceeds ${MAX_HEADER_BLOCK}`,
-              );
-            }
             return output;
           }
           const payload = this.take(state.length);

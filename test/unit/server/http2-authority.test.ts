@@ -145,16 +145,14 @@ describe("HTTP/2 :authority normalization", () => {
     it("splits a re-encoded block larger than the minimum frame size into CONTINUATION frames", () => {
       const rewriter = new Http2HeaderRewriter();
       const big = header("x-big", "z".repeat(40_000));
+      // Sent as a client must: a HEADERS frame and CONTINUATION frames of at most 16 KiB each.
+      const block = encodeWithoutIndexing([header(":method", "POST"), header(":authority", "/s"), big]);
       const input = Buffer.concat([
         CLIENT_PREFACE,
-        frame(
-          0x1,
-          0x4,
-          1,
-          encodeWithoutIndexing([header(":method", "POST"), header(":authority", "/s"), big]).subarray(0),
-        ),
+        frame(0x1, 0, 1, block.subarray(0, 16_384)),
+        frame(0x9, 0, 1, block.subarray(16_384, 32_768)),
+        frame(0x9, 0x4, 1, block.subarray(32_768)),
       ]);
-      // The input frame is itself larger than 16 KiB; the rewriter accepts it and re-frames.
       const output = Buffer.concat(rewriter.push(input));
       const frames = parseFrames(output.subarray(CLIENT_PREFACE.length));
       assert.ok(frames.length >= 3);
@@ -216,6 +214,23 @@ describe("HTTP/2 :authority normalization", () => {
           ),
         /expected a CONTINUATION/,
       );
+    });
+
+    it("refuses a header frame larger than the session's frame size from its frame header alone", () => {
+      const rewriter = new Http2HeaderRewriter();
+      const oversized = frame(0x1, 0x4, 1, Buffer.alloc(16_385)).subarray(0, 9);
+      assert.throws(() => rewriter.push(Buffer.concat([CLIENT_PREFACE, oversized])), /exceeds 16384/);
+      // The largest allowed is still taken in, byte by byte, and rewritten.
+      const largest = new Http2HeaderRewriter();
+      const block = encodeWithoutIndexing([
+        header(":method", "POST"),
+        header(":path", "/csi.v1.Identity/Probe"),
+        header("x-pad", "a".repeat(16_000)),
+      ]);
+      const input = Buffer.concat([CLIENT_PREFACE, frame(0x1, 0x4, 1, block)]);
+      const out: Buffer[] = [];
+      for (let i = 0; i < input.length; i++) out.push(...largest.push(input.subarray(i, i + 1)));
+      assert.ok(Buffer.concat(out).length > CLIENT_PREFACE.length + block.length, "the block was forwarded");
     });
   });
 
