@@ -33,14 +33,25 @@ RUN npm run build \
  && test -f dist/src/cli/main.js \
  && npm prune --omit=dev
 
+# ---- dmsetup: Debian's own lvm2 source package, linked statically -------------------------------------
+# The driver starts one dmsetup per kernel operation; a static one starts without loading shared objects
+# (the script says why and how it is configured). The VM suites and the benchmark run the same build.
+FROM debian:bookworm AS dmsetup
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc make libc6-dev dpkg-dev xz-utils \
+ && rm -rf /var/lib/apt/lists/*
+COPY scripts/build-dmsetup.sh /usr/local/bin/build-dmsetup.sh
+RUN bash /usr/local/bin/build-dmsetup.sh /out \
+ && test "$(/out/dmsetup --version | head -n 1 | cut -d: -f1)" = "Library version"
+
 # ---- runtime: slim Debian with the device-mapper and filesystem tools -----------------------------------
 FROM node:${NODE_VERSION}-bookworm-slim
-# dmsetup (libdevmapper), mkfs/resize for ext4 and xfs, util-linux and mount (mount, umount, blkid,
-# blkdiscard, losetup, wipefs, findmnt), thin_check/thin_repair, modprobe for dm-thin-pool, and tini as PID 1
-# (signals reach node, children of dmsetup/mkfs are reaped).
+# mkfs/resize for ext4 and xfs, util-linux and mount (mount, umount, blkid, blkdiscard, losetup, wipefs,
+# findmnt), thin_check/thin_repair, modprobe for dm-thin-pool, and tini as PID 1 (signals reach node,
+# children of dmsetup/mkfs are reaped). dmsetup itself comes from the stage above, not from Debian's
+# dmsetup package, so there is one dmsetup on PATH.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      dmsetup \
       e2fsprogs \
       xfsprogs \
       util-linux \
@@ -49,6 +60,8 @@ RUN apt-get update \
       kmod \
       tini \
  && rm -rf /var/lib/apt/lists/*
+
+COPY --from=dmsetup /out/dmsetup /usr/local/sbin/dmsetup
 
 WORKDIR /app
 ENV NODE_ENV=production

@@ -307,7 +307,7 @@ export function renderReport(r: BenchResults): string {
       r.throughput.map((t) => [String(t.concurrency), t.volumesPerSecond.toFixed(1)]),
     ),
     "",
-    `Kernel ${r.kernel}; sizes ${JSON.stringify(r.sizes)}.`,
+    `Kernel ${r.kernel}; ${r.dmsetup ? `dmsetup ${r.dmsetup}; ` : ""}sizes ${JSON.stringify(r.sizes)}.`,
   );
   return out.join("\n");
 }

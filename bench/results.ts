@@ -40,6 +40,8 @@ export interface FreezeParts {
 export interface BenchResults {
   sizes: BenchSizes;
   kernel: string;
+  /** Which dmsetup the driver and the shell loops ran (absent in results saved before it was recorded). */
+  dmsetup?: string;
   createVolume: {
     driver: Summary;
     floor: Summary;

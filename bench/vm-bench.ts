@@ -6,8 +6,8 @@
  * $THINPOOL_VM_RESULT_DIR/results.json; progress lines to stdout.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { StateStore } from "../src/state/store.js";
 import { DeviceState } from "../src/state/types.js";
 import { ExecaRunner } from "../src/thinpool/command.js";
@@ -533,9 +533,27 @@ async function lvm(
 
 // ------------------------------------------------------------------ the run
 
+/** The dmsetup on PATH, which the driver and the shell loops both run, and how it is linked. */
+async function describeDmsetup(): Promise<string> {
+  const found = (process.env.PATH ?? "")
+    .split(":")
+    .map((dir) => join(dir, "dmsetup"))
+    .find((candidate) => existsSync(candidate));
+  if (found === undefined) throw new Error("dmsetup is not on PATH");
+  // ldd fails on a static executable ("not a dynamic executable").
+  const linked = await run("ldd", [found]).then(
+    () => "dynamically linked",
+    () => "statically linked",
+  );
+  const sourceFile = join(dirname(found), "SOURCE");
+  const source = existsSync(sourceFile) ? `, ${readFileSync(sourceFile, "utf8").trim()}` : "";
+  return `${found} (${linked}${source})`;
+}
+
 async function main(): Promise<void> {
   const kernel = (await run("uname", ["-r"])).trim();
-  log(`kernel ${kernel}; sizes ${JSON.stringify(sizes)}`);
+  const dmsetup = await describeDmsetup();
+  log(`kernel ${kernel}; dmsetup ${dmsetup}; sizes ${JSON.stringify(sizes)}`);
   await removeAllDmDevices();
   await zeroHead(META);
   mkdirSync(root, { recursive: true });
@@ -806,6 +824,7 @@ async function main(): Promise<void> {
   const results: BenchResults = {
     sizes,
     kernel,
+    dmsetup,
     createVolume: {
       driver: summarize(createTimes),
       floor: summarize(hand.createFloor),

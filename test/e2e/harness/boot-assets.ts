@@ -4,6 +4,7 @@
 // root, always matches) and a purpose-built initramfs: static busybox, the handful of modules needed to
 // reach the 9p root, and the init scripts from guest-scripts.ts. Both derived artefacts are cached under
 // .vm-cache/ and keyed by content, so a changed kernel, busybox or init script rebuilds them automatically.
+// The guest also runs the dmsetup the image ships (scripts/build-dmsetup.sh), built once into .vm-cache/.
 
 import { createHash, randomBytes } from "node:crypto";
 import { constants as fsConstants, existsSync } from "node:fs";
@@ -45,6 +46,8 @@ export interface BootAssets {
   initramfsPath: string;
   /** Modules loaded by the initramfs, in load order (file names). */
   initramfsModules: string[];
+  /** Directory holding the statically linked dmsetup the image ships; first on the guest's PATH. */
+  dmsetupDir: string;
   /** Milliseconds spent building artefacts in this call (0 when everything came from the cache). */
   buildMs: number;
 }
@@ -281,9 +284,30 @@ async function writeAtomically(target: string, data: Uint8Array | string): Promi
   }
 }
 
+let dmsetupBuild: Promise<string> | null = null;
+
+/**
+ * Builds (or finds up to date) the image's dmsetup under the cache, once per process: the script asks apt
+ * which lvm2 source is current, which is a network round trip not worth repeating on every boot.
+ */
+function prepareDmsetup(dir: string): Promise<string> {
+  dmsetupBuild ??= (async () => {
+    const out = path.join(dir, "dmsetup");
+    try {
+      await execa("bash", [repoPath("scripts/build-dmsetup.sh"), out]);
+    } catch (err) {
+      dmsetupBuild = null;
+      const stderr = (err as { stderr?: string }).stderr ?? (err as Error).message;
+      throw new VmSetupError(`cannot build the image's dmsetup (scripts/build-dmsetup.sh):\n${stderr}`);
+    }
+    return out;
+  })();
+  return dmsetupBuild;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 
-/** Returns the kernel and initramfs to boot, building and caching them if needed. */
+/** Returns the kernel, the initramfs and the dmsetup to boot with, building and caching them if needed. */
 export async function prepareBootAssets(): Promise<BootAssets> {
   const started = Date.now();
   let built = false;
@@ -353,11 +377,14 @@ export async function prepareBootAssets(): Promise<BootAssets> {
     await writeAtomically(initramfsPath, buildCpio(entries));
   }
 
+  const dmsetupDir = await prepareDmsetup(dir);
+
   return {
     kernel,
     kernelImage,
     initramfsPath,
     initramfsModules: modules.map((m) => m.file),
+    dmsetupDir,
     buildMs: built ? Date.now() - started : 0,
   };
 }

@@ -245,11 +245,17 @@ async function prepareDisk(disk: VmDisk, index: number): Promise<string> {
   return abs;
 }
 
-function guestEnv(options: RunInVmOptions, resultDir: string | null): Record<string, string> {
+function guestEnv(
+  options: RunInVmOptions,
+  resultDir: string | null,
+  dmsetupDir: string,
+): Record<string, string> {
   const env: Record<string, string> = {
-    // The host's node (whatever install method) comes first, visible at the same path via the 9p root.
+    // The host's node (whatever install method) comes first, visible at the same path via the 9p root,
+    // then the dmsetup the image ships in place of Debian's.
     PATH: [
       path.dirname(process.execPath),
+      dmsetupDir,
       "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     ].join(":"),
     HOME: "/root",
@@ -313,7 +319,11 @@ export async function runInVm(options: RunInVmOptions): Promise<VmRunResult> {
     );
     await writeFile(
       path.join(ctlDir, "run.sh"),
-      renderRunScript(options.command, options.cwd ?? repoRoot, guestEnv(options, resultDir)),
+      renderRunScript(
+        options.command,
+        options.cwd ?? repoRoot,
+        guestEnv(options, resultDir, assets.dmsetupDir),
+      ),
     );
 
     const cmdline = [

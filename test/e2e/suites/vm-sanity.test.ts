@@ -2,13 +2,17 @@
 // device-mapper with the thin targets, and that a thin pool can be built on the harness's disks.
 
 import assert from "node:assert/strict";
-import { open, stat } from "node:fs/promises";
+import { access, constants, open, readFile, stat } from "node:fs/promises";
+import path from "node:path";
 import { execa } from "execa";
 
 import { vmSuiteDisks, type SuiteDisks } from "../../support/e2e-env.js";
 
 const POOL = "e2e-sanity-pool";
 const THIN = "e2e-sanity-thin";
+const ZERO = "e2e-sanity-zero";
+/** The `disk` group, which Debian's dmsetup gives the device nodes it makes (--with-device-gid=6). */
+const DISK_GID = 6;
 /** 128 MiB pool in 64 KiB blocks: tiny, but enough to provision a volume and see blocks get used. */
 const POOL_SECTORS = 262144;
 const BLOCK_SECTORS = 128;
@@ -16,6 +20,20 @@ const BLOCK_SECTORS = 128;
 async function dmsetup(...args: string[]): Promise<string> {
   const { stdout } = await execa("dmsetup", args);
   return stdout;
+}
+
+/** Where a PATH lookup finds `name`, as execa's would. */
+async function firstOnPath(name: string): Promise<string> {
+  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
+    const candidate = path.join(dir, name);
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not in this PATH entry
+    }
+  }
+  throw new Error(`${name} is not on PATH (${process.env.PATH ?? ""})`);
 }
 
 /** "<used>/<total>" data blocks from a thin-pool status line. */
@@ -38,7 +56,36 @@ describe("VM sanity: real device-mapper thin provisioning", function () {
 
   after(async function () {
     // Best effort, in dependency order, so a failed test does not leave devices behind for later suites.
-    for (const name of [THIN, POOL]) await execa("dmsetup", ["remove", "--retry", name], { reject: false });
+    for (const name of [ZERO, THIN, POOL]) {
+      await execa("dmsetup", ["remove", "--retry", name], { reject: false });
+    }
+  });
+
+  it("runs the image's dmsetup: built statically from Debian's lvm2 source (scripts/build-dmsetup.sh)", async function () {
+    const found = await firstOnPath("dmsetup");
+    assert.equal(
+      path.basename(path.dirname(found)),
+      "dmsetup",
+      `dmsetup on PATH is ${found}, not the image's`,
+    );
+    assert.match(
+      await readFile(path.join(path.dirname(found), "SOURCE"), "utf8"),
+      /^lvm2 \d+\.\d+\.\d+-\S+\n$/,
+    );
+    const ldd = await execa("ldd", [found], { reject: false });
+    assert.notEqual(ldd.exitCode, 0, `${found} loads shared objects:\n${ldd.stdout}`);
+    assert.match(ldd.stdout + ldd.stderr, /not a dynamic executable/);
+  });
+
+  it("makes device nodes as Debian's dmsetup does without udev: root:disk, mode 0660", async function () {
+    await dmsetup("create", ZERO, "--table", "0 8 zero");
+    const node = await stat(`/dev/mapper/${ZERO}`);
+    assert.ok(node.isBlockDevice(), `/dev/mapper/${ZERO} is not a block device`);
+    assert.equal((node.mode & 0o777).toString(8), "660");
+    assert.equal(node.uid, 0);
+    assert.equal(node.gid, DISK_GID);
+    await dmsetup("remove", ZERO);
+    await assert.rejects(stat(`/dev/mapper/${ZERO}`), { code: "ENOENT" });
   });
 
   it("has the device-mapper control node", async function () {
