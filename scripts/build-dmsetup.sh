@@ -14,9 +14,10 @@
 #
 #   usage: scripts/build-dmsetup.sh OUT_DIR     -> OUT_DIR/dmsetup, OUT_DIR/SOURCE (the source version)
 #
-# Idempotent: does nothing when OUT_DIR already holds a build of the version apt offers. Needs gcc, make,
-# libc6-dev (static libc), dpkg-dev and xz-utils, and Debian's source archive, which it reads through a
-# private apt configuration (the system's apt sources are left as they are).
+# Idempotent: does nothing when OUT_DIR already holds a build of the version apt offers (or, when apt's
+# sources cannot be reached, any earlier build). Needs gcc, make, libc6-dev (static libc), dpkg-dev and
+# xz-utils, and Debian's source archive, which it reads through a private apt configuration (the system's
+# apt sources are left as they are).
 set -euo pipefail
 
 out=${1:?usage: build-dmsetup.sh OUT_DIR}
@@ -46,7 +47,16 @@ apt_opts=(
   -o "Debug::NoLocking=1"
   -o "APT::Sandbox::User=root"
 )
-apt-get "${apt_opts[@]}" update -qq
+if ! apt-get "${apt_opts[@]}" update -qq --error-on=any 2>"$work/update.log"; then
+  # Offline: a build already made is still the image's binary, only perhaps not of the newest source.
+  if [[ -x $out/dmsetup && -f $out/SOURCE ]]; then
+    log "apt sources unreachable; keeping $out/dmsetup ($(cat "$out/SOURCE"))"
+    exit 0
+  fi
+  cat "$work/update.log" >&2
+  log "apt sources unreachable and no earlier build in $out"
+  exit 1
+fi
 version=$(apt-cache "${apt_opts[@]}" showsrc lvm2 | awk '/^Version:/ { print $2 }' | sort -V | tail -n 1)
 [[ -n $version ]] || { log "no lvm2 source package found in the apt sources"; exit 1; }
 
