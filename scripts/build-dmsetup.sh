@@ -76,7 +76,7 @@ cd "$src"
   --with-device-uid=0 --with-device-gid=6 --with-device-mode=0660 \
   --disable-udev_sync --disable-udev_rules --disable-selinux --disable-blkid_wiping \
   --disable-readline --disable-dmeventd --disable-cmdlib --disable-nls \
-  --disable-systemd-journal --disable-app-machineid --without-systemd-run \
+  --disable-systemd-journal --disable-app-machineid \
   >"$work/configure.log" 2>&1 || { tail -n 30 "$work/configure.log" >&2; exit 1; }
 make -j"$(nproc)" -C libdm >"$work/make.log" 2>&1 || { tail -n 30 "$work/make.log" >&2; exit 1; }
 make -C libdm/dm-tools dmsetup.static >>"$work/make.log" 2>&1 || { tail -n 30 "$work/make.log" >&2; exit 1; }
