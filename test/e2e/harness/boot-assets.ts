@@ -287,17 +287,18 @@ async function writeAtomically(target: string, data: Uint8Array | string): Promi
 let dmsetupBuild: Promise<string> | null = null;
 
 /**
- * Builds (or finds up to date) the image's dmsetup under the cache, once per process: the script asks apt
- * which lvm2 source is current, which is a network round trip not worth repeating on every boot.
+ * Builds (or finds up to date) the image's dmsetup under the cache, once per process: the script reads
+ * Debian's source index (a couple of MB) to learn which lvm2 source is current, not worth every boot.
  */
 function prepareDmsetup(dir: string): Promise<string> {
   dmsetupBuild ??= (async () => {
     const out = path.join(dir, "dmsetup");
     try {
-      await execa("bash", [repoPath("scripts/build-dmsetup.sh"), out]);
+      // A build takes ~15 s on the host; the time limit is for a download that hangs.
+      await execa("bash", [repoPath("scripts/build-dmsetup.sh"), out], { timeout: 10 * 60_000 });
     } catch (err) {
       dmsetupBuild = null;
-      const stderr = (err as { stderr?: string }).stderr ?? (err as Error).message;
+      const stderr = (err as { stderr?: string }).stderr || (err as Error).message;
       throw new VmSetupError(`cannot build the image's dmsetup (scripts/build-dmsetup.sh):\n${stderr}`);
     }
     return out;

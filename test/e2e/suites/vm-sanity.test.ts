@@ -70,7 +70,7 @@ describe("VM sanity: real device-mapper thin provisioning", function () {
     );
     assert.match(
       await readFile(path.join(path.dirname(found), "SOURCE"), "utf8"),
-      /^lvm2 \d+\.\d+\.\d+-\S+\n$/,
+      /^lvm2 \d+\.\d+\.\d+-\S+ recipe [0-9a-f]{16}\n$/,
     );
     const ldd = await execa("ldd", [found], { reject: false });
     assert.notEqual(ldd.exitCode, 0, `${found} loads shared objects:\n${ldd.stdout}`);
