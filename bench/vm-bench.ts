@@ -540,10 +540,15 @@ async function describeDmsetup(): Promise<string> {
     .map((dir) => join(dir, "dmsetup"))
     .find((candidate) => existsSync(candidate));
   if (found === undefined) throw new Error("dmsetup is not on PATH");
-  // ldd fails on a static executable ("not a dynamic executable").
+  // ldd fails on a static executable, saying so on stdout; any other failure says nothing about the binary.
   const linked = await run("ldd", [found]).then(
     () => "dynamically linked",
-    () => "statically linked",
+    (err: unknown) => {
+      const { stdout, stderr } = err as { stdout?: unknown; stderr?: unknown };
+      return /not a dynamic executable/.test(`${String(stdout)} ${String(stderr)}`)
+        ? "statically linked"
+        : "linking unknown: ldd failed";
+    },
   );
   const sourceFile = join(dirname(found), "SOURCE");
   const source = existsSync(sourceFile) ? `, ${readFileSync(sourceFile, "utf8").trim()}` : "";
