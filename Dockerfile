@@ -40,9 +40,9 @@ FROM debian:bookworm AS dmsetup
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc make libc6-dev dpkg-dev xz-utils \
  && rm -rf /var/lib/apt/lists/*
+# The script itself checks that the result is static and runs.
 COPY scripts/build-dmsetup.sh /usr/local/bin/build-dmsetup.sh
-RUN bash /usr/local/bin/build-dmsetup.sh /out \
- && test "$(/out/dmsetup --version | head -n 1 | cut -d: -f1)" = "Library version"
+RUN bash /usr/local/bin/build-dmsetup.sh /out
 
 # ---- runtime: slim Debian with the device-mapper and filesystem tools -----------------------------------
 FROM node:${NODE_VERSION}-bookworm-slim

@@ -14,6 +14,7 @@ import { ExecaRunner } from "../src/thinpool/command.js";
 import { ThinPoolEngine } from "../src/thinpool/engine.js";
 import { parsePoolStatus } from "../src/thinpool/status.js";
 import { removeAllDmDevices, zeroHead } from "../test/e2e/support/vm-env.js";
+import { findOnPath } from "../test/support/executables.js";
 import { BenchDriver, type DriverSetup } from "./driver-control.js";
 import { createStream } from "./create-stream.js";
 import { KernelFreezeProbe } from "./kernel-freeze.js";
@@ -535,11 +536,8 @@ async function lvm(
 
 /** The dmsetup on PATH, which the driver and the shell loops both run, and how it is linked. */
 async function describeDmsetup(): Promise<string> {
-  const found = (process.env.PATH ?? "")
-    .split(":")
-    .map((dir) => join(dir, "dmsetup"))
-    .find((candidate) => existsSync(candidate));
-  if (found === undefined) throw new Error("dmsetup is not on PATH");
+  const found = await findOnPath("dmsetup");
+  if (found === null) throw new Error("dmsetup is not on PATH");
   // ldd fails on a static executable, saying so on stdout; any other failure says nothing about the binary.
   const linked = await run("ldd", [found]).then(
     () => "dynamically linked",

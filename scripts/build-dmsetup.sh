@@ -4,15 +4,17 @@
 # the benchmark run the binary the image ships.
 #
 # Why static: the driver starts one dmsetup process per kernel operation, and Debian's dmsetup spends most
-# of its start-up loading seven shared objects (the loader's included). In the test VM (TCG) a `create_thin` message took 125 ms from
-# Debian's binary and 40 ms from this one (docs/PERFORMANCE.md); on hardware the gap is a millisecond or
-# two, but it is paid inside every snapshot's freeze (suspend, create_snap, resume are three processes).
+# of its start-up loading seven shared objects (the loader's included). In the test VM (TCG) a
+# `create_thin` message took 125 ms from Debian's binary and 40 ms from this one (docs/PERFORMANCE.md); on
+# the host 1.9 against 1.3 ms, paid inside every snapshot's freeze (suspend, create_snap, resume are three
+# processes).
 #
 # Configured like Debian's own dmsetup where a node can tell: device nodes root:disk 0660. Left out: udev
 # synchronisation (the driver always sets DM_DISABLE_UDEV=1, so libdevmapper makes the nodes itself) and
 # SELinux (a Debian container carries no file-context policy, so libselinux would label nothing).
 #
-#   usage: scripts/build-dmsetup.sh OUT_DIR     -> OUT_DIR/dmsetup, OUT_DIR/SOURCE (the source version)
+#   usage: scripts/build-dmsetup.sh OUT_DIR     -> OUT_DIR/dmsetup, OUT_DIR/SOURCE (source version and
+#                                                  the hash of this script it was built with)
 #
 # Idempotent: does nothing when OUT_DIR already holds a build of the version apt offers (or, when apt's
 # sources cannot be reached, any earlier build). Needs gcc, make, libc6-dev (static libc), dpkg-dev and

@@ -27,6 +27,7 @@ import path from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { execa, type ExecaChildProcess, type ExecaError } from "execa";
 
+import { findOnPath } from "../../support/executables.js";
 import { repoRoot } from "../../support/repo.js";
 import { prepareBootAssets, VmSetupError, type BootAssets } from "./boot-assets.js";
 import {
@@ -197,15 +198,8 @@ async function findQemu(): Promise<string> {
     }
     return override;
   }
-  for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(path.delimiter)) {
-    const candidate = path.join(dir, "qemu-system-x86_64");
-    try {
-      await access(candidate, 1 /* X_OK */);
-      return candidate;
-    } catch {
-      // not in this PATH entry
-    }
-  }
+  const found = await findOnPath("qemu-system-x86_64", process.env.PATH ?? "/usr/bin:/bin");
+  if (found !== null) return found;
   throw new VmSetupError("qemu-system-x86_64 not found: run .ci/run or apt-get install qemu-system-x86");
 }
 

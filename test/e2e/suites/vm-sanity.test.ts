@@ -2,11 +2,12 @@
 // device-mapper with the thin targets, and that a thin pool can be built on the harness's disks.
 
 import assert from "node:assert/strict";
-import { access, constants, open, readFile, stat } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 
 import { vmSuiteDisks, type SuiteDisks } from "../../support/e2e-env.js";
+import { findOnPath } from "../../support/executables.js";
 
 const POOL = "e2e-sanity-pool";
 const THIN = "e2e-sanity-thin";
@@ -20,20 +21,6 @@ const BLOCK_SECTORS = 128;
 async function dmsetup(...args: string[]): Promise<string> {
   const { stdout } = await execa("dmsetup", args);
   return stdout;
-}
-
-/** Where a PATH lookup finds `name`, as execa's would. */
-async function firstOnPath(name: string): Promise<string> {
-  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
-    const candidate = path.join(dir, name);
-    try {
-      await access(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not in this PATH entry
-    }
-  }
-  throw new Error(`${name} is not on PATH (${process.env.PATH ?? ""})`);
 }
 
 /** "<used>/<total>" data blocks from a thin-pool status line. */
@@ -62,7 +49,8 @@ describe("VM sanity: real device-mapper thin provisioning", function () {
   });
 
   it("runs the image's dmsetup: built statically from Debian's lvm2 source (scripts/build-dmsetup.sh)", async function () {
-    const found = await firstOnPath("dmsetup");
+    const found = await findOnPath("dmsetup");
+    assert.ok(found !== null, `dmsetup is not on PATH (${process.env.PATH ?? ""})`);
     assert.equal(
       path.basename(path.dirname(found)),
       "dmsetup",
